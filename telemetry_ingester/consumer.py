@@ -1,0 +1,538 @@
+"""The RabbitMQ side: the only module that imports pika.
+
+One ``BlockingConnection`` with two channels: one consumes the telemetry
+queue, the other publishes dead letters with publisher confirms. Only the
+thread that runs ``Consumer.run`` touches them. Writes to InfluxDB run on one
+write thread, so heartbeats and deliveries keep flowing while a write is slow
+or retrying, and the next batch fills while the current one is written.
+
+Settling rules:
+
+- A message that can never be written is published to the dead-letter queue,
+  confirmed by the broker, and only then acked on its own.
+- A batch is acked with ``multiple=True`` up to its highest delivery tag after
+  InfluxDB stored it. Every lower tag is by then settled: earlier batches were
+  acked first and dead letters are settled as soon as they arrive.
+- Nothing is ever acked on a channel other than the one that delivered it.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import logging
+import random
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import pika
+import pika.exceptions
+
+from .backoff import backoff_delay
+from .batch import BatchResult, BatchWriter, Delivery
+from .mapping import InvalidMessage, map_message
+from .metrics import HealthState, Metrics
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Longest wait inside pika's event loop before the loop checks for a stop
+# request, a finished write or a due flush.
+POLL_INTERVAL_SECONDS = 0.2
+# How often an "ingest stats" summary line is logged at INFO.
+STATS_INTERVAL_SECONDS = 60.0
+# A batch held unacked this long, because InfluxDB keeps failing, is given back
+# to the queue with a requeue. It stays well below RabbitMQ's consumer_timeout
+# (30 minutes by default), which would otherwise close the channel.
+MAX_HOLD_SECONDS = 15 * 60.0
+# Longest body prefix shown in a log line.
+BODY_PREVIEW_BYTES = 64
+# Dead-letter headers longer than this are cut.
+MAX_HEADER_TEXT = 500
+# How long a broker may block our publishes (memory or disk alarm) before
+# pika gives up on the connection and we reconnect.
+BLOCKED_CONNECTION_TIMEOUT_SECONDS = 300
+
+REASON_HEADER = "x-ingester-reason"
+DETAIL_HEADER = "x-ingester-detail"
+QUEUE_HEADER = "x-ingester-queue"
+TIME_HEADER = "x-ingester-dead-lettered-at"
+
+# Dead-letter reasons for messages that InfluxDB itself rejected.
+REASON_REJECTED = "rejected_by_store"
+REASON_TOO_LARGE = "too_large"
+
+# pika failures after which the connection is opened anew.
+BROKER_ERRORS = (pika.exceptions.AMQPError, OSError)
+
+
+@dataclass
+class PendingBatch:
+    """Deliveries waiting for the next write, oldest first."""
+
+    deliveries: list[Delivery] = field(default_factory=list)
+    started: float = 0.0
+
+    def add(self, delivery: Delivery) -> None:
+        if not self.deliveries:
+            self.started = time.monotonic()
+        self.deliveries.append(delivery)
+
+
+@dataclass
+class InflightWrite:
+    """A batch handed to the write thread."""
+
+    session: "Session"
+    deliveries: list[Delivery]
+    future: Future
+    abort: threading.Event
+    started: float
+
+    @property
+    def max_tag(self) -> int:
+        return self.deliveries[-1].tag
+
+
+class Session:
+    """One connection to RabbitMQ and its two channels."""
+
+    def __init__(self, connection: pika.BlockingConnection) -> None:
+        self.connection = connection
+        self.channel = connection.channel()
+        self.publish_channel = connection.channel()
+        self.publish_channel.confirm_delivery()
+        self.consumer_tag: str | None = None
+
+    def close(self) -> None:
+        try:
+            if self.connection.is_open:
+                self.connection.close()
+        except BROKER_ERRORS as error:
+            log.debug("Closing the RabbitMQ connection failed: %s", error)
+
+
+class Consumer:
+    """Consumes the telemetry queue until asked to stop; reconnects on broker failures."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        batch_writer: BatchWriter,
+        metrics: Metrics,
+        health: HealthState,
+        stop: threading.Event,
+    ) -> None:
+        self._settings = settings
+        self._batch_writer = batch_writer
+        self._metrics = metrics
+        self._health = health
+        self._stop = stop
+        self._rng = random.Random()
+        self._session: Session | None = None
+        self._pending = PendingBatch()
+        self._dead: list[tuple[Delivery, InvalidMessage]] = []
+        self._inflight: InflightWrite | None = None
+        self._converted_bots: set[str] = set()
+        self._stats = {"received": 0, "written": 0, "points": 0, "dead": 0}
+        self._last_stats = time.monotonic()
+        # A batch flushes without waiting for the interval once it fills half
+        # the prefetch window, so the other half can arrive during its write.
+        self._flush_size = max(1, settings.prefetch_count // 2)
+
+    # -- life cycle -------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume until the stop event is set, then drain and close."""
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                self._session = self._open_session()
+            except BROKER_ERRORS as error:
+                attempt += 1
+                self._wait_before_reconnect(attempt, error)
+                continue
+
+            attempt = 0
+            try:
+                self._consume(self._session)
+            except BROKER_ERRORS as error:
+                attempt += 1
+                log.warning(
+                    "Lost the RabbitMQ connection to %s: %s; %d unacked messages will be "
+                    "redelivered by the broker",
+                    self._broker_address(),
+                    _describe_error(error),
+                    self._held_count(),
+                )
+                self._forget_deliveries()
+                self._wait_before_reconnect(attempt, None)
+            finally:
+                self._health.channel_closed()
+                self._session.close()
+                self._session = None
+
+        self._log_stats(final=True)
+
+    def _open_session(self) -> Session:
+        settings = self._settings
+        parameters = pika.ConnectionParameters(
+            host=settings.rabbitmq_host,
+            port=settings.rabbitmq_port,
+            virtual_host=settings.rabbitmq_vhost,
+            credentials=pika.PlainCredentials(
+                settings.rabbitmq_user, settings.rabbitmq_pass.reveal()
+            ),
+            heartbeat=settings.rabbitmq_heartbeat_seconds,
+            blocked_connection_timeout=BLOCKED_CONNECTION_TIMEOUT_SECONDS,
+            connection_attempts=1,
+            client_properties={"connection_name": "metrics-ingester"},
+        )
+        session = Session(pika.BlockingConnection(parameters))
+        try:
+            self._declare(session, settings.rabbitmq_queue, None)
+            self._declare(
+                session,
+                settings.dead_letter_queue,
+                {"x-max-length": settings.dead_letter_max_length, "x-overflow": "drop-head"},
+            )
+            session.channel.basic_qos(prefetch_count=settings.prefetch_count)
+            session.consumer_tag = session.channel.basic_consume(
+                settings.rabbitmq_queue, self._on_message
+            )
+        except BaseException:
+            session.close()
+            raise
+        self._health.channel_opened()
+        log.info(
+            "Connected to RabbitMQ at %s, consuming queue %s (prefetch %d), "
+            "dead letters to %s",
+            self._broker_address(),
+            settings.rabbitmq_queue,
+            settings.prefetch_count,
+            settings.dead_letter_queue,
+        )
+        return session
+
+    def _declare(self, session: Session, queue: str, arguments: dict | None) -> None:
+        """Declare ``queue`` durable, or use it as it is if it exists with other arguments.
+
+        RabbitMQ answers PRECONDITION_FAILED (406) when the queue exists with
+        other arguments (a quorum queue, a dead-letter exchange, a length
+        limit); such a queue is used as it is instead of failing.
+        """
+        try:
+            session.channel.queue_declare(queue, durable=True, arguments=arguments)
+            return
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code != 406:
+                raise
+            # The failed declare closed the channel.
+            session.channel = session.connection.channel()
+        session.channel.queue_declare(queue, passive=True)
+        log.info(
+            "Queue %s exists with other arguments than %s; using it as it is",
+            queue,
+            arguments or {},
+        )
+
+    def _wait_before_reconnect(self, attempt: int, error: BaseException | None) -> None:
+        delay = backoff_delay(attempt, self._rng)
+        if error is not None:
+            log.error(
+                "Cannot connect to RabbitMQ at %s as user %s: %s; %s. Retry %d in %.1f s",
+                self._broker_address(),
+                self._settings.rabbitmq_user,
+                _describe_error(error),
+                _broker_hint(error),
+                attempt,
+                delay,
+            )
+        self._stop.wait(delay)
+
+    # -- the consume loop -------------------------------------------------
+
+    def _consume(self, session: Session) -> None:
+        deadline = None
+        while True:
+            if deadline is None and self._stop.is_set():
+                deadline = self._begin_drain(session)
+
+            session.connection.process_data_events(time_limit=self._poll_time())
+            self._health.progress()
+            self._settle_dead_letters(session)
+            self._finish_write(session)
+            self._start_write_if_due(session, draining=deadline is not None)
+
+            if deadline is not None:
+                if self._held_count() == 0:
+                    log.info("Drained: every message in hand is written and acked")
+                    return
+                if time.monotonic() >= deadline:
+                    self._give_back(session, "the shutdown time limit was reached")
+                    return
+            else:
+                self._give_back_if_held_too_long(session)
+            self._log_stats()
+
+    def _poll_time(self) -> float:
+        if self._inflight is not None:
+            # The write thread wakes the loop when it finishes.
+            return POLL_INTERVAL_SECONDS
+        if self._pending.deliveries:
+            due = self._pending.started + self._settings.flush_interval_seconds
+            return min(POLL_INTERVAL_SECONDS, max(0.0, due - time.monotonic()))
+        return POLL_INTERVAL_SECONDS
+
+    def _begin_drain(self, session: Session) -> float:
+        log.info(
+            "Stopping: no new deliveries; writing %d messages in hand (at most %.0f s)",
+            self._held_count(),
+            self._settings.shutdown_timeout_seconds,
+        )
+        if session.consumer_tag is not None:
+            # pika requeues deliveries that arrived but were not yet dispatched.
+            session.channel.basic_cancel(session.consumer_tag)
+            session.consumer_tag = None
+        return time.monotonic() + self._settings.shutdown_timeout_seconds
+
+    def _on_message(self, channel, method, properties, body: bytes) -> None:
+        received_ns = time.time_ns()
+        self._metrics.messages_received.inc()
+        self._stats["received"] += 1
+        if method.redelivered:
+            self._metrics.redeliveries.inc()
+        delivery = Delivery(method.delivery_tag, body, properties, method.redelivered)
+
+        try:
+            delivery.mapped = map_message(body, properties.timestamp, received_ns)
+        except InvalidMessage as error:
+            self._dead.append((delivery, error))
+            return
+
+        mapped = delivery.mapped
+        if mapped.skipped_fields:
+            self._metrics.fields_skipped.inc(mapped.skipped_fields)
+        if mapped.converted_from:
+            self._note_conversion(mapped.bot, mapped.converted_from, delivery.tag)
+        self._metrics.robot_seen(mapped.bot, received_ns / 1e9)
+        self._pending.add(delivery)
+
+    def _note_conversion(self, bot: str, unit: str, tag: int) -> None:
+        self._metrics.timestamps_converted.labels(unit).inc()
+        if bot in self._converted_bots or len(self._converted_bots) >= 10_000:
+            return
+        self._converted_bots.add(bot)
+        log.warning(
+            "ingest: bot %s sends ts in %s, not nanoseconds (delivery tag %d); converting "
+            "it. Logged once per bot; ingester_timestamps_converted_total counts them all",
+            bot,
+            unit,
+            tag,
+        )
+
+    # -- writing and settling ---------------------------------------------
+
+    def _start_write_if_due(self, session: Session, draining: bool) -> None:
+        if self._inflight is not None or not self._pending.deliveries:
+            return
+        pending = self._pending
+        age = time.monotonic() - pending.started
+        if not (
+            draining
+            or len(pending.deliveries) >= self._flush_size
+            or age >= self._settings.flush_interval_seconds
+        ):
+            return
+
+        self._pending = PendingBatch()
+        abort = threading.Event()
+        future: Future = Future()
+        thread = threading.Thread(
+            target=self._write_on_thread,
+            args=(pending.deliveries, abort, future, session),
+            name="influx-write",
+            # A daemon thread, so a write stuck in its HTTP timeout cannot
+            # hold the process past the shutdown bound.
+            daemon=True,
+        )
+        thread.start()
+        self._inflight = InflightWrite(
+            session, pending.deliveries, future, abort, time.monotonic()
+        )
+
+    def _write_on_thread(
+        self, deliveries: list[Delivery], abort: threading.Event, future: Future, session: Session
+    ) -> None:
+        try:
+            future.set_result(self._batch_writer.write(deliveries, abort))
+        except BaseException as error:  # handed to the consume loop, which re-raises it
+            future.set_exception(error)
+        # Wake the consume loop: add_callback_threadsafe is the one pika call
+        # allowed from another thread.
+        try:
+            session.connection.add_callback_threadsafe(lambda: None)
+        except BROKER_ERRORS:
+            pass
+
+    def _finish_write(self, session: Session) -> None:
+        inflight = self._inflight
+        if inflight is None or not inflight.future.done():
+            return
+        self._inflight = None
+        result: BatchResult = inflight.future.result()
+        if result.abandoned or inflight.session is not session:
+            return
+
+        for rejection in result.rejected:
+            outcome = rejection.outcome
+            reason = REASON_TOO_LARGE if outcome.kind == "too_large" else REASON_REJECTED
+            detail = f"InfluxDB answered HTTP {outcome.status}: {outcome.detail}"
+            self._dead_letter(session, rejection.delivery, reason, detail, ack=False)
+        session.channel.basic_ack(inflight.max_tag, multiple=True)
+
+        outcome = "split" if result.rejected else "written"
+        self._metrics.batches.labels(outcome).inc()
+        self._metrics.messages_written.inc(result.messages_written)
+        self._metrics.points_written.inc(result.points_written)
+        self._stats["written"] += result.messages_written
+        self._stats["points"] += result.points_written
+        log.debug(
+            "ingest ok: %d messages, %d points, delivery tags %d-%d acked in %.3f s",
+            result.messages_written,
+            result.points_written,
+            inflight.deliveries[0].tag,
+            inflight.max_tag,
+            time.monotonic() - inflight.started,
+        )
+
+    def _settle_dead_letters(self, session: Session) -> None:
+        while self._dead:
+            delivery, error = self._dead[0]
+            self._dead_letter(session, delivery, error.reason, error.detail, bot=error.bot)
+            self._dead.pop(0)
+
+    def _dead_letter(
+        self,
+        session: Session,
+        delivery: Delivery,
+        reason: str,
+        detail: str,
+        bot: str | None = None,
+        ack: bool = True,
+    ) -> None:
+        """Publish ``delivery`` to the dead-letter queue, wait for the confirm, then ack.
+
+        A publish the broker does not confirm raises, and the message stays
+        unacked, so the broker redelivers it after the reconnect.
+        """
+        properties = copy.copy(delivery.properties)
+        headers = dict(properties.headers or {})
+        headers[REASON_HEADER] = reason
+        headers[DETAIL_HEADER] = detail[:MAX_HEADER_TEXT]
+        headers[QUEUE_HEADER] = self._settings.rabbitmq_queue
+        headers[TIME_HEADER] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        properties.headers = headers
+        properties.delivery_mode = pika.DeliveryMode.Persistent.value
+
+        session.publish_channel.basic_publish(
+            exchange="",
+            routing_key=self._settings.dead_letter_queue,
+            body=delivery.body,
+            properties=properties,
+            mandatory=True,
+        )
+        if ack:
+            session.channel.basic_ack(delivery.tag)
+
+        self._metrics.dead_letters.labels(reason).inc()
+        self._stats["dead"] += 1
+        if bot is None and delivery.mapped is not None:
+            bot = delivery.mapped.bot
+        log.warning(
+            "ingest error: delivery tag %d bot %s moved to %s, reason %s: %s; body %d bytes %s",
+            delivery.tag,
+            bot if bot is not None else "-",
+            self._settings.dead_letter_queue,
+            reason,
+            detail,
+            len(delivery.body),
+            preview(delivery.body),
+        )
+
+    def _give_back_if_held_too_long(self, session: Session) -> None:
+        inflight = self._inflight
+        if inflight is None or time.monotonic() - inflight.started < MAX_HOLD_SECONDS:
+            return
+        self._give_back(
+            session,
+            f"InfluxDB has not accepted them for {MAX_HOLD_SECONDS / 60:.0f} minutes",
+        )
+
+    def _give_back(self, session: Session, why: str) -> None:
+        """Return every unacked message to the queue with one requeue."""
+        count = self._held_count()
+        if self._inflight is not None:
+            self._inflight.abort.set()
+        if count:
+            # Tag 0 with multiple=True covers every unacked delivery on the channel.
+            session.channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+            self._metrics.given_back.inc(count)
+            log.warning("ingest error: gave back %d unacked messages to the queue: %s", count, why)
+        self._forget_deliveries()
+
+    def _forget_deliveries(self) -> None:
+        if self._inflight is not None:
+            self._inflight.abort.set()
+        self._inflight = None
+        self._pending = PendingBatch()
+        self._dead.clear()
+
+    def _held_count(self) -> int:
+        inflight = len(self._inflight.deliveries) if self._inflight else 0
+        return inflight + len(self._pending.deliveries) + len(self._dead)
+
+    # -- logging ----------------------------------------------------------
+
+    def _log_stats(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._last_stats < STATS_INTERVAL_SECONDS:
+            return
+        stats = self._stats
+        log.info(
+            "ingest stats: %d messages received, %d written as %d points, "
+            "%d dead-lettered in the last %.0f s",
+            stats["received"],
+            stats["written"],
+            stats["points"],
+            stats["dead"],
+            now - self._last_stats,
+        )
+        self._stats = dict.fromkeys(stats, 0)
+        self._last_stats = now
+
+    def _broker_address(self) -> str:
+        s = self._settings
+        return f"{s.rabbitmq_host}:{s.rabbitmq_port} vhost {s.rabbitmq_vhost}"
+
+
+def preview(body: bytes) -> str:
+    """Return a short, escaped prefix of a message body, safe for one log line."""
+    head = body[:BODY_PREVIEW_BYTES]
+    text = repr(head)[2:-1]
+    return f"'{text}...'" if len(body) > BODY_PREVIEW_BYTES else f"'{text}'"
+
+
+def _describe_error(error: BaseException) -> str:
+    text = str(error) or repr(error)
+    return f"{type(error).__name__}: {text}"[:300]
+
+
+def _broker_hint(error: BaseException) -> str:
+    if isinstance(error, pika.exceptions.ProbableAuthenticationError):
+        return "check RABBITMQ_USER and RABBITMQ_PASS"
+    if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
+        return "check RABBITMQ_VHOST and the user's permissions on it"
+    return "check RABBITMQ_HOST and RABBITMQ_PORT and that the broker is running"

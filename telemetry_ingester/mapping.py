@@ -1,0 +1,331 @@
+"""Turn one telemetry message into InfluxDB line protocol. Pure: no I/O.
+
+The rules, also given in the README:
+
+- ``battery`` becomes measurement ``battery`` and ``pose`` becomes ``pose``.
+  Their known fields (percentage, voltage, wh; x, y) must be numbers.
+- Any other object section becomes a measurement of the same name, with nested
+  keys joined by ``_``. Numbers become float fields, booleans boolean fields
+  and strings string fields.
+- Every point carries the tag ``bot``, normalised to Unicode NFC.
+- Every JSON number is written as a float, never as an ``i`` integer, so that
+  ``80`` and ``80.5`` never conflict in one field.
+- A null, NaN or infinite value is an absent reading: the field is skipped.
+- ``ts`` in integer nanoseconds is written exactly. A ``ts`` in seconds,
+  milliseconds or microseconds (a float included) is converted to
+  nanoseconds. Without ``ts`` the AMQP timestamp is used, else the time of
+  receipt.
+
+A message that can never be written raises ``InvalidMessage`` with a short
+reason code for the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import decimal
+import functools
+import json
+import math
+import unicodedata
+from dataclasses import dataclass
+
+MESSAGE_TYPE = "telemetry"
+
+# Sections whose fields are checked: each listed field must be a number.
+KNOWN_SECTIONS = {
+    "battery": ("percentage", "voltage", "wh"),
+    "pose": ("x", "y"),
+}
+# Top-level keys that are not sections.
+RESERVED_KEYS = frozenset(("type", "ts", "bot"))
+
+UTF8_BOM = b"\xef\xbb\xbf"
+NANOSECONDS_PER_SECOND = 1_000_000_000
+
+# The oldest accepted point time, 2000-01-01T00:00:00Z. Earlier times come
+# from robots whose clock was never set.
+MIN_TIMESTAMP_NS = 946_684_800 * NANOSECONDS_PER_SECOND
+# How far past the time of receipt a point time may lie before it counts as a
+# broken clock rather than a small clock skew.
+MAX_FUTURE_SKEW_NS = 24 * 3600 * NANOSECONDS_PER_SECOND
+
+# Magnitude limits that tell the unit of a numeric ``ts``: below 1e11 it is
+# seconds (up to the year 5138), below 1e14 milliseconds, below 1e17
+# microseconds, and nanoseconds above that. Each unit's present-day values lie
+# far from these limits (about 1.7e9, 1.7e12, 1.7e15 and 1.7e18).
+TIMESTAMP_UNITS = (
+    (1e11, "s", NANOSECONDS_PER_SECOND),
+    (1e14, "ms", 1_000_000),
+    (1e17, "us", 1_000),
+)
+
+# Dead-letter reason codes.
+REASON_NOT_UTF8 = "not_utf8"
+REASON_NOT_JSON = "not_json"
+REASON_NOT_OBJECT = "not_object"
+REASON_UNKNOWN_TYPE = "unknown_type"
+REASON_INVALID_BOT = "invalid_bot"
+REASON_INVALID_TS = "invalid_ts"
+REASON_INVALID_FIELD = "invalid_field"
+REASON_NO_DATA = "no_data"
+
+
+class InvalidMessage(Exception):
+    """A message that can never be written: it goes to the dead-letter queue."""
+
+    def __init__(self, reason: str, detail: str, bot: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.bot = bot
+
+
+@dataclass(frozen=True)
+class MappedMessage:
+    """The points of one message, ready to write."""
+
+    bot: str
+    lines: list[str]
+    timestamp_ns: int
+    # "message", "amqp" or "receipt": where the point time came from.
+    timestamp_source: str
+    # "s", "ms" or "us" when ``ts`` was converted to nanoseconds, else None.
+    converted_from: str | None
+    skipped_fields: int
+
+
+def map_message(body: bytes, amqp_timestamp: int | None, received_ns: int) -> MappedMessage:
+    """Map a raw message body to line protocol, or raise InvalidMessage.
+
+    ``amqp_timestamp`` is the message's AMQP ``timestamp`` property in
+    seconds, and ``received_ns`` the time of receipt in Unix nanoseconds.
+    """
+    document = _decode(body)
+
+    message_type = document.get("type")
+    if message_type != MESSAGE_TYPE:
+        shown = "missing" if message_type is None else repr(message_type)[:60]
+        raise InvalidMessage(
+            REASON_UNKNOWN_TYPE,
+            f"Unknown message type {shown}, expected {MESSAGE_TYPE!r}",
+            _bot_or_none(document.get("bot")),
+        )
+
+    bot = _read_bot(document.get("bot"))
+    timestamp_ns, source, converted_from = _read_timestamp(
+        document, amqp_timestamp, received_ns, bot
+    )
+    time_suffix = " " + str(timestamp_ns)
+    tag_set = ",bot=" + escape_tag(bot)
+
+    lines: list[str] = []
+    skipped = 0
+    for name, section in document.items():
+        if name in RESERVED_KEYS or not isinstance(section, dict):
+            continue
+        fields: list[str] = []
+        skipped += _collect_fields(name, section, "", fields, bot)
+        if not fields:
+            continue
+        measurement = escape_measurement(name)
+        if measurement is None:
+            skipped += len(fields)
+            continue
+        lines.append(measurement + tag_set + " " + ",".join(fields) + time_suffix)
+
+    if not lines:
+        raise InvalidMessage(
+            REASON_NO_DATA,
+            "no field with a value to write (no battery, pose or other section with data)",
+            bot,
+        )
+    return MappedMessage(bot, lines, timestamp_ns, source, converted_from, skipped)
+
+
+def _decode(body: bytes) -> dict:
+    if body.startswith(UTF8_BOM):
+        body = body[len(UTF8_BOM):]
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidMessage(
+            REASON_NOT_UTF8, f"body is not valid UTF-8 at byte {error.start}"
+        ) from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidMessage(
+            REASON_NOT_JSON,
+            f"body is not JSON: {error.msg} at line {error.lineno} column {error.colno}",
+        ) from None
+    except RecursionError:
+        raise InvalidMessage(REASON_NOT_JSON, "body is JSON nested too deeply") from None
+    if not isinstance(document, dict):
+        raise InvalidMessage(
+            REASON_NOT_OBJECT,
+            f"body is a JSON {type(document).__name__}, expected an object",
+        )
+    return document
+
+
+def _bot_or_none(value: object) -> str | None:
+    return unicodedata.normalize("NFC", value) if isinstance(value, str) else None
+
+
+def _read_bot(value: object) -> str:
+    if value is None:
+        raise InvalidMessage(REASON_INVALID_BOT, "bot is missing")
+    if not isinstance(value, str):
+        raise InvalidMessage(
+            REASON_INVALID_BOT, f"bot is a {_json_type(value)}, expected a string"
+        )
+    bot = unicodedata.normalize("NFC", value)
+    if not bot.strip():
+        raise InvalidMessage(REASON_INVALID_BOT, "bot is blank")
+    if not _is_writable_key(bot):
+        raise InvalidMessage(
+            REASON_INVALID_BOT,
+            f"bot {bot[:60]!r} contains a backslash or control character, "
+            "which line protocol cannot carry exactly",
+        )
+    return bot
+
+
+def _read_timestamp(
+    document: dict, amqp_timestamp: int | None, received_ns: int, bot: str
+) -> tuple[int, str, str | None]:
+    if "ts" not in document or document["ts"] is None:
+        if amqp_timestamp is not None and amqp_timestamp > 0:
+            return amqp_timestamp * NANOSECONDS_PER_SECOND, "amqp", None
+        return received_ns, "receipt", None
+
+    value = document["ts"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidMessage(
+            REASON_INVALID_TS, f"ts is a {_json_type(value)}, expected a number", bot
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidMessage(REASON_INVALID_TS, f"ts is {value}, expected a number", bot)
+
+    timestamp_ns, converted_from = to_nanoseconds(value)
+    if not MIN_TIMESTAMP_NS <= timestamp_ns <= received_ns + MAX_FUTURE_SKEW_NS:
+        raise InvalidMessage(
+            REASON_INVALID_TS,
+            f"ts {value!r} is outside the accepted window "
+            "(from 2000-01-01 to one day after receipt)",
+            bot,
+        )
+    return timestamp_ns, "message", converted_from
+
+
+def to_nanoseconds(value: int | float) -> tuple[int, str | None]:
+    """Convert a Unix time in s, ms, us or ns to integer nanoseconds.
+
+    Return the nanoseconds and the unit converted from, or None when the value
+    already was nanoseconds. An integer is converted exactly, and a float
+    through its shortest decimal form, so 1733300000.123456 keeps its last
+    digit instead of picking up binary rounding.
+    """
+    magnitude = abs(value)
+    for limit, unit, factor in TIMESTAMP_UNITS:
+        if magnitude < limit:
+            break
+    else:
+        unit, factor = None, 1
+
+    if isinstance(value, int):
+        return value * factor, unit
+    exact = decimal.Decimal(repr(value)) * factor
+    return int(exact.to_integral_value(rounding=decimal.ROUND_HALF_EVEN)), unit
+
+
+def _collect_fields(
+    section_name: str, section: dict, prefix: str, out: list[str], bot: str
+) -> int:
+    """Append encoded fields of ``section`` to ``out``; return how many were skipped."""
+    required = KNOWN_SECTIONS.get(section_name, ()) if not prefix else ()
+    skipped = 0
+    for key, value in section.items():
+        key = str(key)
+        if key in required:
+            if isinstance(value, bool) or not isinstance(value, (int, float, type(None))):
+                raise InvalidMessage(
+                    REASON_INVALID_FIELD,
+                    f"{section_name}.{key} is a {_json_type(value)}, expected a number",
+                    bot,
+                )
+        name = prefix + key
+        if isinstance(value, dict):
+            skipped += _collect_fields(section_name, value, name + "_", out, bot)
+            continue
+        encoded = _encode_field_value(value)
+        escaped_key = escape_field_key(name)
+        if encoded is None or escaped_key is None:
+            skipped += 1
+            continue
+        out.append(escaped_key + "=" + encoded)
+    return skipped
+
+
+def _encode_field_value(value: object) -> str | None:
+    """Encode a JSON value as a line protocol field value, or None to skip it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        if not math.isfinite(number):
+            return None
+        return repr(number)
+    if isinstance(value, str):
+        if "\n" in value or "\r" in value:
+            return None
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # null, and lists, which have no field type in InfluxDB.
+    return None
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _is_writable_key(text: str) -> bool:
+    return "\\" not in text and all(ord(char) >= 32 and char != "\x7f" for char in text)
+
+
+@functools.lru_cache(maxsize=4096)
+def escape_tag(value: str) -> str:
+    """Escape a tag value (or tag key) for line protocol."""
+    return value.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+@functools.lru_cache(maxsize=4096)
+def escape_field_key(name: str) -> str | None:
+    """Escape a field key, or return None for a key InfluxDB cannot store.
+
+    InfluxDB reserves names that start with ``_``, and 1.x rejects a field
+    called ``time``.
+    """
+    if not name or name.startswith("_") or name == "time" or not _is_writable_key(name):
+        return None
+    return escape_tag(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def escape_measurement(name: str) -> str | None:
+    """Escape a measurement name, or return None for a name InfluxDB cannot store."""
+    if not name or name.startswith("_") or not _is_writable_key(name):
+        return None
+    return name.replace(",", "\\,").replace(" ", "\\ ")

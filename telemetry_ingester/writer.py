@@ -1,0 +1,229 @@
+"""The only module that talks to InfluxDB.
+
+``InfluxWriter.write`` sends one request of line protocol and turns whatever
+happens into a ``WriteOutcome`` of one of five kinds. The callers branch only
+on the kind:
+
+- ``OK``: stored.
+- ``RETRY``: not the data's fault (network, timeout, 5xx, 429); try again later.
+- ``CONFIG``: the data is fine but a setting is wrong (token, org, bucket).
+- ``BAD_DATA``: InfluxDB rejected some line in the request (400, 422).
+- ``TOO_LARGE``: the request body was too large (413); send smaller ones.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+import urllib.parse
+from dataclasses import dataclass
+
+import urllib3
+from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+RETRY = "retry"
+CONFIG = "config"
+BAD_DATA = "bad_data"
+TOO_LARGE = "too_large"
+
+# Status codes whose cause is outside the request: InfluxDB overloaded,
+# restarting or behind a proxy that lost it.
+RETRY_STATUSES = frozenset((408, 429, 500, 502, 503, 504))
+
+# Longest error text from InfluxDB kept in a log line or a dead-letter header.
+MAX_ERROR_TEXT = 500
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    kind: str
+    status: int | None = None
+    detail: str = ""
+    # Seconds the server asked us to wait (Retry-After), if it did.
+    retry_after: float | None = None
+    # For CONFIG: the environment variable to fix.
+    variable: str | None = None
+
+
+WRITTEN = WriteOutcome(OK)
+
+
+def classify_response(
+    status: int, headers: dict[str, str] | None, body: str, api: str = "v2"
+) -> WriteOutcome:
+    """Classify an HTTP answer to a write request. Pure, so it is tested by table."""
+    if 200 <= status < 300:
+        return WRITTEN
+    detail = error_text(body) or f"HTTP {status}"
+    retry_after = parse_retry_after((headers or {}).get("Retry-After"))
+
+    if status in RETRY_STATUSES:
+        return WriteOutcome(RETRY, status, detail, retry_after)
+    if status == 401:
+        variable = "INFLUX_TOKEN"
+        return WriteOutcome(CONFIG, status, f"unauthorized: {detail}", variable=variable)
+    if status == 403:
+        return WriteOutcome(
+            CONFIG,
+            status,
+            f"forbidden, the token may not write to this bucket: {detail}",
+            variable="INFLUX_TOKEN",
+        )
+    if status == 404:
+        variable = "INFLUX_BUCKET" if api == "v1" else _missing_variable(detail)
+        return WriteOutcome(CONFIG, status, f"not found: {detail}", variable=variable)
+    if status == 413:
+        return WriteOutcome(TOO_LARGE, status, detail)
+    if status in (400, 422):
+        return WriteOutcome(BAD_DATA, status, detail)
+    # Any other status is unexpected; retrying keeps the data safe while an
+    # operator looks at the error in the log.
+    return WriteOutcome(RETRY, status, detail, retry_after)
+
+
+def classify_exception(error: BaseException) -> WriteOutcome:
+    """Classify a network failure: always RETRY, with a readable reason."""
+    if isinstance(error, urllib3.exceptions.TimeoutError):
+        reason = "timed out"
+    elif isinstance(error, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)):
+        reason = "connection refused"
+    elif isinstance(error, (urllib3.exceptions.ProtocolError, ConnectionError)):
+        reason = "connection lost"
+    else:
+        reason = "request failed"
+    return WriteOutcome(RETRY, None, f"{reason}: {type(error).__name__}: {error}"[:MAX_ERROR_TEXT])
+
+
+def _missing_variable(detail: str) -> str:
+    lowered = detail.lower()
+    if "organization" in lowered or "org " in lowered:
+        return "INFLUX_ORG"
+    return "INFLUX_BUCKET"
+
+
+def error_text(body: str | bytes | None) -> str:
+    """Return InfluxDB's error message from a response body, shortened."""
+    if not body:
+        return ""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    text = body.strip()
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        text = str(document.get("message") or document.get("error") or text)
+    return text[:MAX_ERROR_TEXT]
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Parse a Retry-After header (seconds or an HTTP date) into seconds from now."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment is None:
+            return None
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds)
+
+
+class InfluxWriter:
+    """Writes line protocol to InfluxDB 2.x (influxdb-client) or 1.x (``/write``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._api = settings.influx_api
+        timeout_ms = int(settings.influx_timeout_seconds * 1000)
+        if self._api == "v2":
+            self._client = InfluxDBClient(
+                url=settings.influx_url,
+                token=settings.influx_token.reveal(),
+                org=settings.influx_org,
+                timeout=timeout_ms,
+                enable_gzip=settings.influx_gzip,
+            )
+            self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        else:
+            self._http = urllib3.PoolManager(
+                num_pools=1,
+                maxsize=1,
+                retries=False,
+                timeout=urllib3.Timeout(total=settings.influx_timeout_seconds),
+            )
+            self._v1_url, self._v1_headers = _v1_request(settings)
+
+    @property
+    def target(self) -> str:
+        """The write destination for log lines, without credentials."""
+        return f"{self._settings.influx_url} ({self._api}, bucket {self._settings.influx_bucket})"
+
+    def write(self, body: bytes) -> WriteOutcome:
+        """Send ``body`` (newline-separated line protocol) in one request."""
+        try:
+            if self._api == "v2":
+                return self._write_v2(body)
+            return self._write_v1(body)
+        except ApiException as error:
+            headers = dict(error.headers or {})
+            return classify_response(error.status or 0, headers, error.body or error.reason)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            return classify_exception(error)
+
+    def _write_v2(self, body: bytes) -> WriteOutcome:
+        self._write_api.write(
+            bucket=self._settings.influx_bucket,
+            org=self._settings.influx_org,
+            record=body,
+            write_precision=WritePrecision.NS,
+        )
+        return WRITTEN
+
+    def _write_v1(self, body: bytes) -> WriteOutcome:
+        response = self._http.request(
+            "POST", self._v1_url, body=body, headers=self._v1_headers
+        )
+        return classify_response(
+            response.status, dict(response.headers), response.data.decode("utf-8", "replace"), "v1"
+        )
+
+    def close(self) -> None:
+        if self._api == "v2":
+            self._client.close()
+        else:
+            self._http.clear()
+
+
+def _v1_request(settings: Settings) -> tuple[str, dict[str, str]]:
+    """Build the InfluxDB 1.x ``/write`` URL and headers.
+
+    INFLUX_BUCKET is ``database`` or ``database/retention_policy``, and
+    INFLUX_TOKEN is ``user:password`` (or empty credentials as ``:``), the
+    same convention InfluxDB 1.8 uses for its v2 compatibility API.
+    """
+    database, _, policy = settings.influx_bucket.partition("/")
+    query = {"db": database, "precision": "ns"}
+    if policy:
+        query["rp"] = policy
+    headers = {"Content-Type": "text/plain; charset=utf-8"}
+    user, _, password = settings.influx_token.reveal().partition(":")
+    if user:
+        headers.update(urllib3.make_headers(basic_auth=f"{user}:{password}"))
+    url = settings.influx_url + "/write?" + urllib.parse.urlencode(query)
+    return url, headers
