@@ -92,10 +92,11 @@ def classify_response(
 
 def classify_exception(error: BaseException) -> WriteOutcome:
     """Classify a network failure: always RETRY, with a readable reason."""
-    if isinstance(error, urllib3.exceptions.TimeoutError):
-        reason = "timed out"
-    elif isinstance(error, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)):
+    # NewConnectionError is a subclass of urllib3's TimeoutError, so it comes first.
+    if isinstance(error, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)):
         reason = "connection refused"
+    elif isinstance(error, urllib3.exceptions.TimeoutError):
+        reason = "timed out"
     elif isinstance(error, (urllib3.exceptions.ProtocolError, ConnectionError)):
         reason = "connection lost"
     else:
