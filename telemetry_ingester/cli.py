@@ -27,11 +27,13 @@ EXIT_FORCED = 128 + signal.SIGTERM
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "simulate":
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        # The simulator parses its own options, --help included.
         from . import simulator
 
-        return simulator.main(args.simulate_args)
+        return simulator.main(argv[1:])
+    build_parser().parse_args(argv)
     return run_daemon(os.environ)
 
 

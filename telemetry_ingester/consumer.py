@@ -43,10 +43,6 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_SECONDS = 0.2
 # How often an "ingest stats" summary line is logged at INFO.
 STATS_INTERVAL_SECONDS = 60.0
-# A batch held unacked this long, because InfluxDB keeps failing, is given back
-# to the queue with a requeue. It stays well below RabbitMQ's consumer_timeout
-# (30 minutes by default), which would otherwise close the channel.
-MAX_HOLD_SECONDS = 15 * 60.0
 # Longest body prefix shown in a log line.
 BODY_PREVIEW_BYTES = 64
 # Dead-letter headers longer than this are cut.
@@ -464,12 +460,13 @@ class Consumer:
 
     def _give_back_if_held_too_long(self, session: Session) -> None:
         inflight = self._inflight
-        if inflight is None or time.monotonic() - inflight.started < MAX_HOLD_SECONDS:
+        # MAX_HOLD_SECONDS (15 minutes by default) must stay below RabbitMQ's
+        # consumer_timeout (30 minutes by default): past it the broker closes
+        # the channel, and giving the messages back first is the gentler way.
+        hold = self._settings.max_hold_seconds
+        if inflight is None or time.monotonic() - inflight.started < hold:
             return
-        self._give_back(
-            session,
-            f"InfluxDB has not accepted them for {MAX_HOLD_SECONDS / 60:.0f} minutes",
-        )
+        self._give_back(session, f"InfluxDB has not accepted them for {hold:.0f} s")
 
     def _give_back(self, session: Session, why: str) -> None:
         """Return every unacked message to the queue with one requeue."""

@@ -78,6 +78,7 @@ class Settings:
     influx_timeout_seconds: float = 10.0
     influx_gzip: bool = False
     shutdown_timeout_seconds: float = 20.0
+    max_hold_seconds: float = 900.0
     log_level: str = "INFO"
     log_format: str = "plain"
     http_port: int = 8080
@@ -118,6 +119,9 @@ class Settings:
             influx_gzip=reader.boolean("INFLUX_GZIP", cls.influx_gzip),
             shutdown_timeout_seconds=reader.number(
                 "SHUTDOWN_TIMEOUT_SECONDS", cls.shutdown_timeout_seconds, 1.0, 3600.0
+            ),
+            max_hold_seconds=reader.number(
+                "MAX_HOLD_SECONDS", cls.max_hold_seconds, 1.0, 86400.0
             ),
             log_level=reader.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
             log_format=reader.choice("LOG_FORMAT", cls.log_format, LOG_FORMATS),
