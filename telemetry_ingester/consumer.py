@@ -22,6 +22,7 @@ import copy
 import datetime
 import logging
 import random
+import ssl
 import threading
 import time
 from concurrent.futures import Future
@@ -174,18 +175,7 @@ class Consumer:
 
     def _open_session(self) -> Session:
         settings = self._settings
-        parameters = pika.ConnectionParameters(
-            host=settings.rabbitmq_host,
-            port=settings.rabbitmq_port,
-            virtual_host=settings.rabbitmq_vhost,
-            credentials=pika.PlainCredentials(
-                settings.rabbitmq_user, settings.rabbitmq_pass.reveal()
-            ),
-            heartbeat=settings.rabbitmq_heartbeat_seconds,
-            blocked_connection_timeout=BLOCKED_CONNECTION_TIMEOUT_SECONDS,
-            connection_attempts=1,
-            client_properties={"connection_name": "metrics-ingester"},
-        )
+        parameters = connection_parameters(settings, "metrics-ingester")
         session = Session(pika.BlockingConnection(parameters))
         try:
             self._declare(session, settings.rabbitmq_queue, None)
@@ -515,6 +505,29 @@ class Consumer:
         return f"{s.rabbitmq_host}:{s.rabbitmq_port} vhost {s.rabbitmq_vhost}"
 
 
+def connection_parameters(settings: Settings, connection_name: str) -> pika.ConnectionParameters:
+    """Build pika's connection parameters, with TLS when RABBITMQ_TLS is on."""
+    ssl_options = None
+    if settings.rabbitmq_tls:
+        context = ssl.create_default_context(cafile=settings.rabbitmq_tls_ca_file)
+        if settings.rabbitmq_tls_cert_file:
+            context.load_cert_chain(
+                settings.rabbitmq_tls_cert_file, settings.rabbitmq_tls_key_file
+            )
+        ssl_options = pika.SSLOptions(context, server_hostname=settings.rabbitmq_host)
+    return pika.ConnectionParameters(
+        host=settings.rabbitmq_host,
+        port=settings.rabbitmq_port,
+        virtual_host=settings.rabbitmq_vhost,
+        credentials=pika.PlainCredentials(settings.rabbitmq_user, settings.rabbitmq_pass.reveal()),
+        heartbeat=settings.rabbitmq_heartbeat_seconds,
+        blocked_connection_timeout=BLOCKED_CONNECTION_TIMEOUT_SECONDS,
+        connection_attempts=1,
+        ssl_options=ssl_options,
+        client_properties={"connection_name": connection_name},
+    )
+
+
 def preview(body: bytes) -> str:
     """Return a short, escaped prefix of a message body, safe for one log line."""
     head = body[:BODY_PREVIEW_BYTES]
@@ -532,4 +545,6 @@ def _broker_hint(error: BaseException) -> str:
         return "check RABBITMQ_USER and RABBITMQ_PASS"
     if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
         return "check RABBITMQ_VHOST and the user's permissions on it"
+    if isinstance(error, ssl.SSLError):
+        return "check RABBITMQ_TLS_CA_FILE and that RABBITMQ_HOST matches the broker's certificate"
     return "check RABBITMQ_HOST and RABBITMQ_PORT and that the broker is running"

@@ -9,6 +9,7 @@ error message can show them.
 from __future__ import annotations
 
 import logging
+import os
 import urllib.parse
 from dataclasses import dataclass, field, fields
 from typing import Callable, Mapping, TypeVar
@@ -23,6 +24,8 @@ INFLUX_APIS = ("v2", "v1")
 # basic.qos carries prefetch-count as a 16-bit number.
 MAX_QUEUE_NAME_BYTES = 255
 MAX_PREFETCH_COUNT = 65535
+# RabbitMQ's port for AMQP over TLS, the default when RABBITMQ_TLS is on.
+AMQPS_PORT = 5671
 
 
 class SettingsError(ValueError):
@@ -65,6 +68,10 @@ class Settings:
     rabbitmq_user: str = "guest"
     rabbitmq_pass: Secret = field(default_factory=lambda: Secret("guest"))
     rabbitmq_heartbeat_seconds: int = 30
+    rabbitmq_tls: bool = False
+    rabbitmq_tls_ca_file: str | None = None
+    rabbitmq_tls_cert_file: str | None = None
+    rabbitmq_tls_key_file: str | None = None
     rabbitmq_queue: str = "turtlebot.telemetry"
     dead_letter_queue: str = "turtlebot.telemetry.dead"
     dead_letter_max_length: int = 100_000
@@ -77,6 +84,7 @@ class Settings:
     influx_bucket: str = "turtlebot"
     influx_timeout_seconds: float = 10.0
     influx_gzip: bool = False
+    influx_ca_file: str | None = None
     shutdown_timeout_seconds: float = 20.0
     max_hold_seconds: float = 900.0
     log_level: str = "INFO"
@@ -88,15 +96,22 @@ class Settings:
         """Build settings from ``env``, raising SettingsError on the first bad value."""
         reader = _EnvReader(env)
         queue = reader.text("RABBITMQ_QUEUE", cls.rabbitmq_queue)
+        tls = reader.boolean("RABBITMQ_TLS", cls.rabbitmq_tls)
         settings = cls(
             rabbitmq_host=reader.text("RABBITMQ_HOST", cls.rabbitmq_host),
-            rabbitmq_port=reader.integer("RABBITMQ_PORT", cls.rabbitmq_port, 1, 65535),
+            rabbitmq_port=reader.integer(
+                "RABBITMQ_PORT", AMQPS_PORT if tls else cls.rabbitmq_port, 1, 65535
+            ),
             rabbitmq_vhost=reader.text("RABBITMQ_VHOST", cls.rabbitmq_vhost),
             rabbitmq_user=reader.text("RABBITMQ_USER", cls.rabbitmq_user),
             rabbitmq_pass=reader.secret("RABBITMQ_PASS", "guest"),
             rabbitmq_heartbeat_seconds=reader.integer(
                 "RABBITMQ_HEARTBEAT_SECONDS", cls.rabbitmq_heartbeat_seconds, 0, 3600
             ),
+            rabbitmq_tls=tls,
+            rabbitmq_tls_ca_file=reader.file_path("RABBITMQ_TLS_CA_FILE"),
+            rabbitmq_tls_cert_file=reader.file_path("RABBITMQ_TLS_CERT_FILE"),
+            rabbitmq_tls_key_file=reader.file_path("RABBITMQ_TLS_KEY_FILE"),
             rabbitmq_queue=queue,
             dead_letter_queue=reader.text("DEAD_LETTER_QUEUE", queue + ".dead"),
             dead_letter_max_length=reader.integer(
@@ -117,6 +132,7 @@ class Settings:
                 "INFLUX_TIMEOUT_SECONDS", cls.influx_timeout_seconds, 0.1, 300.0
             ),
             influx_gzip=reader.boolean("INFLUX_GZIP", cls.influx_gzip),
+            influx_ca_file=reader.file_path("INFLUX_CA_FILE"),
             shutdown_timeout_seconds=reader.number(
                 "SHUTDOWN_TIMEOUT_SECONDS", cls.shutdown_timeout_seconds, 1.0, 3600.0
             ),
@@ -145,6 +161,11 @@ class Settings:
                     f"{name} is invalid: {value!r} starts with 'amq.', "
                     "which RabbitMQ reserves for its own queues"
                 )
+        if self.rabbitmq_tls_key_file and not self.rabbitmq_tls_cert_file:
+            raise SettingsError(
+                "RABBITMQ_TLS_CERT_FILE is missing: RABBITMQ_TLS_KEY_FILE is set, and a "
+                "client key needs its certificate"
+            )
         if self.dead_letter_queue == self.rabbitmq_queue:
             raise SettingsError(
                 f"DEAD_LETTER_QUEUE is invalid: {self.dead_letter_queue!r} is the "
@@ -191,11 +212,41 @@ class _EnvReader:
         return self._parse(name, default, lambda raw: raw)
 
     def secret(self, name: str, default: str) -> Secret:
-        # A secret keeps surrounding spaces: they may belong to the password.
+        """Read ``name``, or the file named by ``name + "_FILE"`` (a mounted Secret).
+
+        A secret keeps surrounding spaces, which may belong to the password;
+        only the line break that ends a file is removed.
+        """
         value = self._env.get(name)
+        file_variable = name + "_FILE"
+        path = self.file_path(file_variable)
+        if path is not None:
+            if value:
+                raise SettingsError(
+                    f"{name} and {file_variable} are both set: keep only one of them"
+                )
+            try:
+                with open(path, encoding="utf-8") as secret_file:
+                    value = secret_file.read().rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as error:
+                raise SettingsError(
+                    f"{file_variable} is invalid: cannot read {path!r}: {error}"
+                ) from None
+            if not value:
+                raise SettingsError(f"{file_variable} is invalid: {path!r} is empty")
         if value is None or value == "":
             return Secret(default)
         return Secret(value)
+
+    def file_path(self, name: str) -> str | None:
+        def parse(raw: str) -> str:
+            if not os.path.isfile(raw):
+                raise SettingsError(f"{name} is invalid: {raw!r} is not a file")
+            if not os.access(raw, os.R_OK):
+                raise SettingsError(f"{name} is invalid: {raw!r} is not readable")
+            return raw
+
+        return self._parse(name, None, parse)
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         def parse(raw: str) -> int:

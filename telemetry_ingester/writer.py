@@ -159,6 +159,7 @@ class InfluxWriter:
                 org=settings.influx_org,
                 timeout=timeout_ms,
                 enable_gzip=settings.influx_gzip,
+                ssl_ca_cert=settings.influx_ca_file,
             )
             self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         else:
@@ -167,6 +168,7 @@ class InfluxWriter:
                 maxsize=1,
                 retries=False,
                 timeout=urllib3.Timeout(total=settings.influx_timeout_seconds),
+                ca_certs=settings.influx_ca_file,
             )
             self._v1_url, self._v1_headers = _v1_request(settings)
 
