@@ -102,6 +102,7 @@ class Session:
         self.publish_channel = connection.channel()
         self.publish_channel.confirm_delivery()
         self.consumer_tag: str | None = None
+        self.batches_acked = 0
 
     def close(self) -> None:
         try:
@@ -385,7 +386,12 @@ class Consumer:
         self._metrics.points_written.inc(result.points_written)
         self._stats["written"] += result.messages_written
         self._stats["points"] += result.points_written
-        log.debug(
+        # The first batch of a connection is logged at INFO, so a start-up
+        # shows that data flows; later batches only at DEBUG.
+        level = logging.DEBUG if session.batches_acked else logging.INFO
+        session.batches_acked += 1
+        log.log(
+            level,
             "ingest ok: %d messages, %d points, delivery tags %d-%d acked in %.3f s",
             result.messages_written,
             result.points_written,
