@@ -161,7 +161,7 @@ class BatchWriter:
             log.error(
                 "ingest error: InfluxDB at %s refused the write (HTTP %s, %s); the data is "
                 "fine, check %s. %d messages (delivery tags %s) stay unacked; "
-                "nothing is dead-lettered; retrying every %.0f s at most",
+                "nothing is dead-lettered; next retry in %.1f s",
                 self._writer.target,
                 outcome.status,
                 outcome.detail,

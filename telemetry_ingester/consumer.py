@@ -162,7 +162,7 @@ class Consumer:
                     "Lost the RabbitMQ connection to %s: %s; %d unacked messages will be "
                     "redelivered by the broker",
                     self._broker_address(),
-                    _describe_error(error),
+                    describe_error(error),
                     self._held_count(),
                 )
                 self._forget_deliveries()
@@ -232,8 +232,8 @@ class Consumer:
                 "Cannot connect to RabbitMQ at %s as user %s: %s; %s. Retry %d in %.1f s",
                 self._broker_address(),
                 self._settings.rabbitmq_user,
-                _describe_error(error),
-                _broker_hint(error),
+                describe_error(error),
+                broker_hint(error, self._settings.rabbitmq_tls),
                 attempt,
                 delay,
             )
@@ -541,16 +541,23 @@ def preview(body: bytes) -> str:
     return f"'{text}...'" if len(body) > BODY_PREVIEW_BYTES else f"'{text}'"
 
 
-def _describe_error(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     text = str(error) or repr(error)
     return f"{type(error).__name__}: {text}"[:300]
 
 
-def _broker_hint(error: BaseException) -> str:
+def broker_hint(error: BaseException, tls: bool = False) -> str:
     if isinstance(error, pika.exceptions.ProbableAuthenticationError):
         return "check RABBITMQ_USER and RABBITMQ_PASS"
     if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
         return "check RABBITMQ_VHOST and the user's permissions on it"
     if isinstance(error, ssl.SSLError):
         return "check RABBITMQ_TLS_CA_FILE and that RABBITMQ_HOST matches the broker's certificate"
+    if tls and isinstance(error, pika.exceptions.IncompatibleProtocolError):
+        # pika reports a TLS alert during the handshake, such as the broker's
+        # certificate_required, as an incompatible protocol.
+        return (
+            "check RABBITMQ_TLS_CERT_FILE and RABBITMQ_TLS_KEY_FILE (the broker may "
+            "require a client certificate) and that RABBITMQ_PORT is its TLS port"
+        )
     return "check RABBITMQ_HOST and RABBITMQ_PORT and that the broker is running"

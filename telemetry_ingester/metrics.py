@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 # bounded whatever the fleet size.
 MAX_TRACKED_ROBOTS = 500
 
-# The consume loop counts as alive when it made progress this recently. It
-# wakes at least every few hundred milliseconds, outages included.
+# The consume loop counts as alive when it made progress this recently. While
+# the RabbitMQ channel is open it wakes at least every few hundred
+# milliseconds, InfluxDB outages included.
 LIVENESS_WINDOW_SECONDS = 60.0
 
 WRITE_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -130,6 +131,8 @@ class HealthState:
     def channel_opened(self) -> None:
         with self._lock:
             self._channel_open = True
+        # The last progress may date from before a long reconnect.
+        self.progress()
 
     def channel_closed(self) -> None:
         with self._lock:
@@ -144,6 +147,15 @@ class HealthState:
             self._write_failing = None
 
     def alive(self) -> tuple[bool, str]:
+        """Return whether the consume loop is alive, and the reason when it is not.
+
+        While the channel is closed the consumer is reconnecting, and its waits
+        are bounded by the backoff cap and pika's connection timeouts. A
+        RabbitMQ outage is no reason to restart the ingester, so it counts as alive.
+        """
+        with self._lock:
+            if not self._channel_open:
+                return True, "ok"
         idle = self._clock() - self._last_progress
         if idle > LIVENESS_WINDOW_SECONDS:
             return False, f"consume loop made no progress for {idle:.0f} s"

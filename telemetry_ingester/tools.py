@@ -14,7 +14,7 @@ from typing import Mapping, TextIO
 import pika
 import pika.exceptions
 
-from .consumer import _broker_hint, _describe_error, connection_parameters
+from .consumer import broker_hint, describe_error, connection_parameters
 from .settings import Settings, SettingsError
 
 # Exit codes of the operator commands.
@@ -64,7 +64,7 @@ def describe_broker_failure(settings: Settings, error: BaseException) -> str:
     """Describe a failed RabbitMQ connection, with the setting to check; never the password."""
     return (
         f"cannot connect to RabbitMQ at {broker_address(settings)} as user "
-        f"{settings.rabbitmq_user}: {_describe_error(error)}; {_broker_hint(error)}"
+        f"{settings.rabbitmq_user}: {describe_error(error)}; {broker_hint(error, settings.rabbitmq_tls)}"
     )
 
 

@@ -104,6 +104,14 @@ def classify_exception(error: BaseException) -> WriteOutcome:
     return WriteOutcome(RETRY, None, f"{reason}: {type(error).__name__}: {error}"[:MAX_ERROR_TEXT])
 
 
+def classify_transport_failure(reason: str) -> WriteOutcome:
+    """Classify a failure below HTTP that arrived as text: always RETRY, on one line."""
+    detail = " ".join(reason.split())
+    if "CERTIFICATE_VERIFY_FAILED" in detail or "SSL" in detail:
+        detail = f"TLS handshake failed: {detail}; check INFLUX_CA_FILE and INFLUX_URL's host name"
+    return WriteOutcome(RETRY, None, detail[:MAX_ERROR_TEXT])
+
+
 def _missing_variable(detail: str) -> str:
     lowered = detail.lower()
     if "organization" in lowered or "org " in lowered:
@@ -184,8 +192,12 @@ class InfluxWriter:
                 return self._write_v2(body)
             return self._write_v1(body)
         except ApiException as error:
+            if not error.status:
+                # influxdb-client reports a failure below HTTP, such as a TLS
+                # handshake error, as an ApiException without a status.
+                return classify_transport_failure(str(error.reason))
             headers = dict(error.headers or {})
-            return classify_response(error.status or 0, headers, error.body or error.reason)
+            return classify_response(error.status, headers, error.body or error.reason)
         except (urllib3.exceptions.HTTPError, OSError) as error:
             return classify_exception(error)
 

@@ -3,14 +3,19 @@
 Every service listens on loopback only:
 
 - ``VictoriaMetrics`` starts ``victoria-metrics`` with its HTTP API on
-  127.0.0.1 and a free port. Its Graphite, OpenTSDB and InfluxDB TCP/UDP
-  listeners stay off, because their address flags are left empty.
+  127.0.0.1 and a free port, over HTTPS when given certificates. Its Graphite,
+  OpenTSDB and InfluxDB TCP/UDP listeners stay off, because their address
+  flags are left empty.
 - ``InfluxDB1`` starts ``influxd`` 1.x from a generated config file. The HTTP
   API and the RPC (backup and restore) service listen on 127.0.0.1 and free
   ports, and all other listeners stay off.
 - ``ensure_rabbitmq`` checks the machine's RabbitMQ on 127.0.0.1:5672
   (guest/guest) and starts it with ``rabbitmq-server -detached`` when it is
   down. ``Broker`` is a small pika client for the tests.
+  ``RabbitTlsListener`` adds an AMQPS listener on 127.0.0.1 and a free port to
+  that running broker, and removes it again, without a restart.
+- ``make_certificates`` creates a test CA with a server and a client
+  certificate, using the ``openssl`` command.
 - ``IngesterProcess`` starts ``python ingester.py`` from the repository root.
 
 The server and ingester processes started here receive SIGKILL from the kernel
@@ -28,6 +33,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -184,20 +190,131 @@ def http_request(
     auth: tuple[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
     timeout: float = HTTP_TIMEOUT_SECONDS,
+    context: ssl.SSLContext | None = None,
 ) -> HttpResponse:
     """Send one HTTP request and return the response, whatever its status.
 
-    Network errors (connection refused, timeout) raise OSError subclasses.
+    ``context`` verifies an https:// server, for example against a test CA.
+    Network and TLS errors (connection refused, timeout, an unknown CA) raise
+    OSError subclasses.
     """
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
         request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return HttpResponse(response.status, response.read())
     except urllib.error.HTTPError as error:
         return HttpResponse(error.code, error.read())
+
+
+# ---------------------------------------------------------------------------
+# TLS certificates
+
+CERTIFICATE_VALIDITY_DAYS = 2
+"""Validity of the test certificates, which a test uses for seconds or minutes."""
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """PEM files of a test CA and of a server and a client certificate it signed.
+
+    The server certificate is valid for the DNS name ``localhost`` and the IP
+    address 127.0.0.1. The client certificate has the common name
+    ``metrics-ingester``. The keys are P-256 keys without a passphrase.
+    """
+
+    ca_file: Path
+    server_cert_file: Path
+    server_key_file: Path
+    client_cert_file: Path
+    client_key_file: Path
+
+
+def make_certificates(
+    folder: str | os.PathLike[str], ca_name: str = "ingester test CA"
+) -> Certificates:
+    """Create a CA named ``ca_name`` in ``folder`` and sign a server and a client certificate.
+
+    Raises FileNotFoundError when the ``openssl`` command is missing, and
+    subprocess.CalledProcessError when it fails.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    certificates = Certificates(
+        ca_file=folder / "ca.pem",
+        server_cert_file=folder / "server.pem",
+        server_key_file=folder / "server.key",
+        client_cert_file=folder / "client.pem",
+        client_key_file=folder / "client.key",
+    )
+    ca_key_file = folder / "ca.key"
+
+    _run_openssl(
+        "req", "-x509", *_NEW_KEY_OPTIONS,
+        "-keyout", ca_key_file,
+        "-out", certificates.ca_file,
+        "-days", str(CERTIFICATE_VALIDITY_DAYS),
+        "-subj", f"/CN={ca_name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    _sign_certificate(
+        certificates, ca_key_file, "localhost",
+        certificates.server_cert_file, certificates.server_key_file,
+        ["subjectAltName=DNS:localhost,IP:127.0.0.1", "extendedKeyUsage=serverAuth"],
+    )
+    _sign_certificate(
+        certificates, ca_key_file, "metrics-ingester",
+        certificates.client_cert_file, certificates.client_key_file,
+        ["extendedKeyUsage=clientAuth"],
+    )
+    return certificates
+
+
+# openssl options that create a new P-256 key without a passphrase.
+_NEW_KEY_OPTIONS = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+
+
+def _sign_certificate(
+    certificates: Certificates,
+    ca_key_file: Path,
+    common_name: str,
+    cert_file: Path,
+    key_file: Path,
+    extensions: list[str],
+) -> None:
+    request_file = cert_file.with_suffix(".csr")
+    extensions_file = cert_file.with_suffix(".ext")
+    extensions_file.write_text("\n".join(["basicConstraints=CA:FALSE", *extensions]) + "\n")
+
+    _run_openssl(
+        "req", "-new", *_NEW_KEY_OPTIONS,
+        "-keyout", key_file,
+        "-out", request_file,
+        "-subj", f"/CN={common_name}",
+    )
+    _run_openssl(
+        "x509", "-req",
+        "-in", request_file,
+        "-CA", certificates.ca_file,
+        "-CAkey", ca_key_file,
+        "-set_serial", str(uuid.uuid4().int >> 64),
+        "-days", str(CERTIFICATE_VALIDITY_DAYS),
+        "-extfile", extensions_file,
+        "-out", cert_file,
+    )
+
+
+def _run_openssl(*args: str | os.PathLike[str]) -> None:
+    subprocess.run(
+        [find_program("openssl", "openssl"), *map(str, args)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=HTTP_TIMEOUT_SECONDS,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -213,6 +330,10 @@ class ServerProcess:
     program = ""
     package = ""
     health_path = ""
+    # A subclass that serves HTTPS sets both, and ``request`` verifies the
+    # server with the context.
+    scheme = "http"
+    ssl_context: ssl.SSLContext | None = None
 
     def __init__(
         self,
@@ -230,7 +351,7 @@ class ServerProcess:
     @property
     def url(self) -> str:
         """Base URL, such as ``http://127.0.0.1:8428``."""
-        return f"http://{LOOPBACK_HOST}:{self.port}"
+        return f"{self.scheme}://{LOOPBACK_HOST}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -296,6 +417,16 @@ class ServerProcess:
         self._process = None
         return code
 
+    def kill(self) -> None:
+        """Kill the server with SIGKILL, as a crash does, and wait until it is gone.
+
+        ``start()`` brings it back on the same port and data folder.
+        """
+        process = self._require_process()
+        process.kill()
+        process.wait()
+        self._process = None
+
     def restart(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         """Stop the server and start it again on the same port and data folder."""
         self.stop()
@@ -328,7 +459,15 @@ class ServerProcess:
         url = self.url + path
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        return http_request(method, url, body=body, auth=self.auth, headers=headers, timeout=timeout)
+        return http_request(
+            method,
+            url,
+            body=body,
+            auth=self.auth,
+            headers=headers,
+            timeout=timeout,
+            context=self.ssl_context,
+        )
 
     def __enter__(self):
         self.start()
@@ -346,11 +485,28 @@ class VictoriaMetrics(ServerProcess):
     tags as labels.
     NOTE: VictoriaMetrics 1.79 (Debian bookworm) also stores a string field, as
     a series whose values are all 0.
+
+    With ``certificates`` it serves HTTPS with the server certificate, and
+    ``url`` starts with ``https://``. Clients verify it against
+    ``certificates.ca_file``.
     """
 
     program = "victoria-metrics"
     package = "victoria-metrics"
     health_path = "/health"
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        username: str | None = None,
+        password: str | None = None,
+        certificates: Certificates | None = None,
+    ) -> None:
+        super().__init__(data_dir, username, password)
+        self.certificates = certificates
+        if certificates is not None:
+            self.scheme = "https"
+            self.ssl_context = ssl.create_default_context(cafile=str(certificates.ca_file))
 
     def _command(self) -> list[str]:
         command = [
@@ -363,6 +519,12 @@ class VictoriaMetrics(ServerProcess):
             command += [
                 f"-httpAuth.username={self.auth[0]}",
                 f"-httpAuth.password={self.auth[1]}",
+            ]
+        if self.certificates is not None:
+            command += [
+                "-tls",
+                f"-tlsCertFile={self.certificates.server_cert_file}",
+                f"-tlsKeyFile={self.certificates.server_key_file}",
             ]
         return command
 
@@ -539,6 +701,40 @@ def unique_queue_name(prefix: str = "test") -> str:
     return f"{prefix}.{uuid.uuid4().hex[:12]}"
 
 
+def add_rabbitmq_user(name: str, password: str) -> None:
+    """Create a RabbitMQ user with full permissions on the default vhost ``/``.
+
+    NOTE: ``rabbitmqctl add_user`` takes the password as an argument, so other
+    local users can see it in the process list while the command runs. Use
+    test passwords only.
+    """
+    _rabbitmqctl("add_user", name, password)
+    _rabbitmqctl("set_permissions", "-p", "/", name, ".*", ".*", ".*")
+
+
+def delete_rabbitmq_user(name: str) -> None:
+    """Delete a RabbitMQ user created by ``add_rabbitmq_user``, closing its connections."""
+    _rabbitmqctl("delete_user", name)
+
+
+def _rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl`` with ``args`` and return its standard output, stripped."""
+    completed = subprocess.run(
+        [find_program("rabbitmqctl", "rabbitmq-server"), *args],
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RABBITMQ_START_TIMEOUT_SECONDS,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"rabbitmqctl {args[0]} failed with code {completed.returncode}: "
+            f"{completed.stderr.strip() or completed.stdout.strip()}"
+        )
+    return completed.stdout.strip()
+
+
 class Broker:
     """A blocking pika connection to the local RabbitMQ for test set-up and checks.
 
@@ -553,6 +749,7 @@ class Broker:
             credentials=pika.PlainCredentials(RABBITMQ_USER, RABBITMQ_PASSWORD),
             heartbeat=0,
         )
+        self._parameters = parameters
         self.connection = pika.BlockingConnection(parameters)
         self.declared_queues: set[str] = set()
         self._channel: BlockingChannel | None = None
@@ -568,6 +765,17 @@ class Broker:
             self._channel = self.connection.channel()
             self._channel.confirm_delivery()
         return self._channel
+
+    def reconnect(self) -> None:
+        """Open a new connection after the broker closed the old one, as a restart does."""
+        try:
+            if self.connection.is_open:
+                self.connection.close()
+        except pika.exceptions.AMQPError:
+            # The broker already dropped the connection.
+            pass
+        self.connection = pika.BlockingConnection(self._parameters)
+        self._channel = None
 
     def declare_queue(self, name: str) -> None:
         """Declare a durable queue with the same arguments as the team's publisher."""
@@ -622,6 +830,113 @@ class Broker:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class RabbitTlsListener:
+    """An AMQPS listener on 127.0.0.1 and a free port, added to the running RabbitMQ.
+
+    ``start`` calls ``rabbit_networking:start_ssl_listener`` and ``stop`` calls
+    ``rabbit_networking:stop_tcp_listener``, both through ``rabbitmqctl eval``
+    (checked on RabbitMQ 3.10.8). The broker keeps running, and neither its
+    configuration files nor its other listeners change. With
+    ``require_client_certificate`` the listener rejects a client without a
+    certificate that the test CA signed.
+
+    The broker process reads the certificate files as its own user, so
+    ``start`` copies the CA and server files to a new folder that every user
+    can read, and ``stop`` deletes that folder.
+    NOTE: a test run killed before ``stop`` leaves the listener open on
+    127.0.0.1 until the broker restarts.
+    """
+
+    def __init__(
+        self, certificates: Certificates, require_client_certificate: bool = False
+    ) -> None:
+        self.certificates = certificates
+        self.require_client_certificate = require_client_certificate
+        self.port = free_port()
+        self._folder: Path | None = None
+
+    def start(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Start the listener and wait until its port accepts connections."""
+        if self._folder is not None:
+            raise RuntimeError(f"The TLS listener on port {self.port} is already started")
+        self._folder = self._copy_files_for_broker()
+
+        verify = "verify_peer" if self.require_client_certificate else "verify_none"
+        require = "true" if self.require_client_certificate else "false"
+        options = (
+            f"[{{cacertfile, {_erlang_string(self._folder / 'ca.pem')}}}, "
+            f"{{certfile, {_erlang_string(self._folder / 'server.pem')}}}, "
+            f"{{keyfile, {_erlang_string(self._folder / 'server.key')}}}, "
+            f"{{verify, {verify}}}, {{fail_if_no_peer_cert, {require}}}]"
+        )
+        # ensure_ssl() starts the Erlang ssl application if no TLS listener
+        # was configured at boot. The last argument is the acceptor count.
+        output = _rabbitmqctl_eval(
+            "rabbit_networking:ensure_ssl(), "
+            f"rabbit_networking:start_ssl_listener({self._address()}, "
+            f"rabbit_networking:fix_ssl_options({options}), 1)."
+        )
+        if output != "ok":
+            self._remove_folder()
+            raise RuntimeError(
+                f"RabbitMQ did not start a TLS listener on port {self.port}: {output}"
+            )
+        wait_until(
+            lambda: is_port_open(self.port),
+            timeout,
+            message=f"the RabbitMQ TLS listener on {LOOPBACK_HOST}:{self.port}",
+        )
+
+    def stop(self) -> None:
+        """Stop the listener, which also closes its connections. Does nothing when not started."""
+        if self._folder is None:
+            return
+        output = _rabbitmqctl_eval(f"rabbit_networking:stop_tcp_listener({self._address()}).")
+        self._remove_folder()
+        if output != "ok":
+            raise RuntimeError(
+                f"RabbitMQ did not stop the TLS listener on port {self.port}: {output}"
+            )
+
+    def _address(self) -> str:
+        return f"{{{_erlang_string(LOOPBACK_HOST)}, {self.port}}}"
+
+    def _copy_files_for_broker(self) -> Path:
+        folder = Path(tempfile.mkdtemp(prefix="rabbitmq-tls-"))
+        folder.chmod(0o755)
+        for source, name in (
+            (self.certificates.ca_file, "ca.pem"),
+            (self.certificates.server_cert_file, "server.pem"),
+            (self.certificates.server_key_file, "server.key"),
+        ):
+            target = folder / name
+            shutil.copyfile(source, target)
+            target.chmod(0o644)
+        return folder
+
+    def _remove_folder(self) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def __enter__(self) -> RabbitTlsListener:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _rabbitmqctl_eval(expression: str) -> str:
+    """Evaluate an Erlang expression on the local broker and return its printed result."""
+    return _rabbitmqctl("eval", expression)
+
+
+def _erlang_string(value: str | os.PathLike[str]) -> str:
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import pty
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
