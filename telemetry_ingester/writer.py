@@ -64,7 +64,7 @@ def classify_response(
     if 200 <= status < 300:
         return WRITTEN
     detail = error_text(body) or f"HTTP {status}"
-    retry_after = parse_retry_after((headers or {}).get("Retry-After"))
+    retry_after = parse_retry_after(_header(headers, "Retry-After"))
 
     if status in RETRY_STATUSES:
         return WriteOutcome(RETRY, status, detail, retry_after)
@@ -88,6 +88,15 @@ def classify_response(
     # Any other status is unexpected; retrying keeps the data safe while an
     # operator looks at the error in the log.
     return WriteOutcome(RETRY, status, detail, retry_after)
+
+
+def _header(headers: dict[str, str] | None, name: str) -> str | None:
+    """Return the value of header ``name``; HTTP header names are case-insensitive."""
+    expected = name.lower()
+    for key, value in (headers or {}).items():
+        if key.lower() == expected:
+            return value
+    return None
 
 
 def classify_exception(error: BaseException) -> WriteOutcome:
