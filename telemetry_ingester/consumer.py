@@ -104,6 +104,17 @@ class Session:
         self.consumer_tag: str | None = None
         self.batches_acked = 0
 
+    def raise_if_channel_closed(self) -> None:
+        """Raise ChannelClosed when the broker closed a channel but not the connection.
+
+        The broker does so when RabbitMQ's consumer_timeout expires, for
+        example. pika raises only at the next call on that channel, which
+        during an InfluxDB outage could be many minutes away.
+        """
+        for channel in (self.channel, self.publish_channel):
+            if channel.is_closed:
+                raise pika.exceptions.ChannelClosed(0, f"channel {channel.channel_number} was closed")
+
     def close(self) -> None:
         try:
             if self.connection.is_open:
@@ -249,6 +260,7 @@ class Consumer:
 
             session.connection.process_data_events(time_limit=self._poll_time())
             self._health.progress()
+            session.raise_if_channel_closed()
             self._settle_dead_letters(session)
             self._finish_write(session)
             self._start_write_if_due(session, draining=deadline is not None)
