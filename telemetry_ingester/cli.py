@@ -29,6 +29,8 @@ EXIT_CONFIG = 2
 # the status a shell reports for a process killed by SIGTERM.
 EXIT_FORCED = 128 + signal.SIGTERM
 
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 # Defaults of the dead-letters commands: messages read at most, and dead
 # letters printed by ``show``.
 DEFAULT_MAX_INSPECTED = 10_000
@@ -309,9 +311,9 @@ def run_daemon(env) -> int:
     except SettingsError as error:
         # LOG_FORMAT is read on its own here, so that a log collector that
         # expects JSON gets this line as JSON too.
-        handler = logging.StreamHandler()
+        handler = logging.StreamHandler(sys.stdout)
         use_json = str(env.get("LOG_FORMAT", "")).strip().lower() == "json"
-        handler.setFormatter(JsonFormatter() if use_json else logging.Formatter("%(message)s"))
+        handler.setFormatter(JsonFormatter() if use_json else logging.Formatter(PLAIN_FORMAT))
         logging.basicConfig(level=logging.INFO, handlers=[handler])
         log.error("Invalid configuration: %s", error)
         return EXIT_CONFIG
@@ -398,9 +400,7 @@ def configure_logging(level: str, log_format: str) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -103,17 +103,33 @@ class Session:
         self.publish_channel.confirm_delivery()
         self.consumer_tag: str | None = None
         self.batches_acked = 0
+        self.cancelled_by_broker = False
+
+    def on_cancelled_by_broker(self, method_frame) -> None:
+        """Note that the broker cancelled our consumer, as it does when the queue is deleted."""
+        self.cancelled_by_broker = True
 
     def raise_if_channel_closed(self) -> None:
-        """Raise ChannelClosed when the broker closed a channel but not the connection.
+        """Raise when the broker closed a channel or cancelled the consumer.
 
-        The broker does so when RabbitMQ's consumer_timeout expires, for
-        example. pika raises only at the next call on that channel, which
-        during an InfluxDB outage could be many minutes away.
+        The broker closes a channel when RabbitMQ's consumer_timeout expires,
+        and cancels the consumer when the queue is deleted. pika raises only
+        at the next call on that channel, which during an InfluxDB outage
+        could be many minutes away, and a cancelled consumer would sit idle.
+        Raising here makes the consume loop reconnect, declare the queue again
+        and consume anew.
         """
+        if self.cancelled_by_broker:
+            raise pika.exceptions.ConsumerCancelled(
+                "the broker cancelled the consumer, for example because the queue was deleted"
+            )
         for channel in (self.channel, self.publish_channel):
             if channel.is_closed:
-                raise pika.exceptions.ChannelClosed(0, f"channel {channel.channel_number} was closed")
+                raise pika.exceptions.ChannelClosed(
+                    0,
+                    f"the broker closed channel {channel.channel_number}; "
+                    "its reason is in the pika warning before this line",
+                )
 
     def close(self) -> None:
         try:
@@ -170,8 +186,8 @@ class Consumer:
             except BROKER_ERRORS as error:
                 attempt += 1
                 log.warning(
-                    "Lost the RabbitMQ connection to %s: %s; %d unacked messages will be "
-                    "redelivered by the broker",
+                    "Lost the RabbitMQ connection or channel to %s: %s; %d unacked messages "
+                    "will be redelivered by the broker; reconnecting",
                     self._broker_address(),
                     describe_error(error),
                     self._held_count(),
@@ -197,6 +213,7 @@ class Consumer:
                 {"x-max-length": settings.dead_letter_max_length, "x-overflow": "drop-head"},
             )
             session.channel.basic_qos(prefetch_count=settings.prefetch_count)
+            session.channel.add_on_cancel_callback(session.on_cancelled_by_broker)
             session.consumer_tag = session.channel.basic_consume(
                 settings.rabbitmq_queue, self._on_message
             )
@@ -398,6 +415,8 @@ class Consumer:
         self._metrics.points_written.inc(result.points_written)
         self._stats["written"] += result.messages_written
         self._stats["points"] += result.points_written
+        if not result.messages_written:
+            return
         # The first batch of a connection is logged at INFO, so a start-up
         # shows that data flows; later batches only at DEBUG.
         level = logging.DEBUG if session.batches_acked else logging.INFO
@@ -554,6 +573,15 @@ def preview(body: bytes) -> str:
 
 
 def describe_error(error: BaseException) -> str:
+    """Return ``Type: message`` for a log line, unwrapping pika's nested connection errors."""
+    while True:
+        if len(error.args) == 1 and isinstance(error.args[0], BaseException):
+            error = error.args[0]
+        elif isinstance(getattr(error, "exception", None), BaseException):
+            # pika's connection workflow keeps the socket or TLS error here.
+            error = error.exception
+        else:
+            break
     text = str(error) or repr(error)
     return f"{type(error).__name__}: {text}"[:300]
 

@@ -261,3 +261,23 @@ def test_health_and_metrics_endpoint(broker, queue, victoria, tmp_path):
 def _metric_lines(url, wanted):
     text = http_request("GET", url + "/metrics").text()
     return text if wanted in text else None
+
+
+def test_deleted_queue_is_consumed_again(broker, queue, victoria, tmp_path):
+    bot = "deleted-" + queue[-6:]
+
+    with IngesterProcess(ingester_env(queue, victoria.url), tmp_path) as ingester:
+        ingester.wait_for_log("Connected to RabbitMQ")
+        broker.delete(queue)
+        ingester.wait_for_log("cancelled the consumer", timeout=10)
+        wait_until(
+            lambda: ingester.log_text().count("Connected to RabbitMQ") == 2,
+            timeout=15,
+            message="the ingester to reconnect and consume again",
+        )
+
+        broker.declare_queue(queue)
+        broker.publish(queue, encode(telemetry(bot, BASE_NS)))
+        wait_until(lambda: stored_points(victoria, "battery_percentage", bot), 20)
+
+    assert stored_points(victoria, "battery_percentage", bot) == [(BASE_NS // MS, 80.0)]
