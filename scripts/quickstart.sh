@@ -21,6 +21,11 @@ store_port=${QUICKSTART_STORE_PORT:-8428}
 started=()
 
 log() { printf '[quickstart] %s\n' "$*"; }
+fail() { log "$*"; exit 1; }
+
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -64,12 +69,17 @@ fi
 # 2. A store with the InfluxDB v2 write API, unless the caller has one.
 if [ -z "${INFLUX_URL:-}" ]; then
   install_packages victoria-metrics:victoria-metrics
+  if port_in_use "$store_port"; then
+    fail "port $store_port is in use; set QUICKSTART_STORE_PORT to a free port"
+  fi
   store_dir=$(mktemp -d)
   PATH="$PATH:/usr/bin" victoria-metrics -httpListenAddr="127.0.0.1:$store_port" \
     -storageDataPath="$store_dir" -retentionPeriod=100y >"$store_dir/store.log" 2>&1 &
-  started+=($!)
+  store_pid=$!
+  started+=("$store_pid")
   export INFLUX_URL="http://127.0.0.1:$store_port" INFLUX_TOKEN=quickstart-token
   for _ in $(seq 50); do curl -sf "$INFLUX_URL/health" >/dev/null && break; sleep 0.2; done
+  kill -0 "$store_pid" 2>/dev/null || fail "VictoriaMetrics did not start: $(tail -n 3 "$store_dir/store.log")"
   log "VictoriaMetrics (InfluxDB v2 write API) at $INFLUX_URL"
 fi
 
@@ -80,9 +90,21 @@ python=.venv/bin/python
 
 # 4. Ingester and simulator.
 export HTTP_PORT=${HTTP_PORT:-8080}
-$python ingester.py &
-started+=($!)
+if port_in_use "$HTTP_PORT"; then
+  fail "port $HTTP_PORT is in use; set HTTP_PORT to a free port for the ingester's /metrics"
+fi
+ingester_log=$(mktemp)
+$python ingester.py > >(tee "$ingester_log") 2>&1 &
+ingester_pid=$!
+started+=("$ingester_pid")
+for _ in $(seq 100); do
+  grep -q "Connected to RabbitMQ" "$ingester_log" && break
+  kill -0 "$ingester_pid" 2>/dev/null || fail "the ingester exited; its log is above"
+  sleep 0.1
+done
+grep -q "Connected to RabbitMQ" "$ingester_log" || fail "the ingester did not connect to RabbitMQ within 10 s"
 log "ingester started; metrics on http://127.0.0.1:$HTTP_PORT/metrics"
+log "the simulator makes every 50th message invalid on purpose, so a few 'ingest error' lines are expected"
 $python ingester.py simulate --bots 5 --rate 2 --duration "$seconds" --bad-every 50
 
 sleep 2
@@ -99,4 +121,7 @@ for line in sys.stdin:
 fi
 log "ingester counters:"
 curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" | grep -E '^ingester_(messages_received|messages_written|points_written|dead_letters)_total' || true
-log "dead letters from --bad-every are in queue ${RABBITMQ_QUEUE:-turtlebot.telemetry}.dead"
+kill -0 "$ingester_pid" 2>/dev/null || fail "the ingester exited early; its log is above"
+log "the invalid messages are in queue ${RABBITMQ_QUEUE:-turtlebot.telemetry}.dead;"
+log "see them with: .venv/bin/python ingester.py dead-letters list"
+rm -f "$ingester_log"

@@ -156,7 +156,11 @@ def main(env: Mapping[str, str], out: TextIO | None = None) -> int:
     if failed:
         print(f"{failed} of {len(results)} checks failed", file=out)
         return EXIT_FAILED
-    print(f"All checks passed ({len(results)} run)", file=out)
+    skipped = sum(1 for result in results if result.status == SKIP)
+    passed = len(results) - skipped
+    summary = f"All checks passed ({passed} passed"
+    summary += f", {skipped} skipped)" if skipped else ")"
+    print(summary, file=out)
     return EXIT_OK
 
 
@@ -169,6 +173,8 @@ def check_broker(settings: Settings):
         connection = pika.BlockingConnection(connection_parameters(settings, CONNECTION_NAME))
     except BROKER_ERRORS as error:
         yield CheckResult(FAIL, "RabbitMQ connection", describe_broker_failure(settings, error))
+        for name in ("RabbitMQ queue", "RabbitMQ dead-letter queue"):
+            yield CheckResult(SKIP, name, "not checked, because the broker connection failed")
         return
 
     try:
@@ -275,6 +281,11 @@ def check_store(settings: Settings):
             yield _check_server(client, settings)
         except StoreUnreachable as error:
             yield CheckResult(FAIL, "InfluxDB server", f"{settings.influx_url}: {error}")
+            names = ("InfluxDB bucket", "InfluxDB write") if settings.influx_api == "v2" else (
+                "InfluxDB write",
+            )
+            for name in names:
+                yield CheckResult(SKIP, name, "not checked, because InfluxDB is unreachable")
             return
         try:
             if settings.influx_api == "v2":

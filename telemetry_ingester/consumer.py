@@ -477,7 +477,7 @@ class Consumer:
         log.warning(
             "ingest error: delivery tag %d bot %s moved to %s, reason %s: %s; body %d bytes %s",
             delivery.tag,
-            bot if bot is not None else "-",
+            bot if bot is not None else "(unknown)",
             self._settings.dead_letter_queue,
             reason,
             detail,

@@ -178,7 +178,7 @@ def main(env: Mapping[str, str], command: str, options: Any, out: TextIO | None 
     configure_tool_logging()
     commands = {"list": list_command, "show": show_command, "replay": replay_command, "purge": purge_command}
     try:
-        settings = load_settings(env)
+        settings = load_settings(env, require_influx=False)
         return commands[command](settings, options, out)
     except ToolError as error:
         print(f"dead-letters {command} failed: {error}", file=sys.stderr)

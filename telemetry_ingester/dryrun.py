@@ -65,7 +65,7 @@ def main(env: Mapping[str, str], limit: int | None, wait_seconds: float,
     out = sys.stdout if out is None else out
     configure_tool_logging()
     try:
-        settings = load_settings(env)
+        settings = load_settings(env, require_influx=False)
         report = dry_run(settings, limit or settings.prefetch_count, wait_seconds, out)
     except ToolError as error:
         print(f"Dry run failed: {error}", file=sys.stderr)

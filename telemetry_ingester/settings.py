@@ -92,8 +92,12 @@ class Settings:
     http_port: int = 8080
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Settings":
-        """Build settings from ``env``, raising SettingsError on the first bad value."""
+    def from_env(cls, env: Mapping[str, str], require_influx: bool = True) -> "Settings":
+        """Build settings from ``env``, raising SettingsError on the first bad value.
+
+        With ``require_influx`` false a missing INFLUX_TOKEN is allowed, for
+        commands that never talk to InfluxDB.
+        """
         reader = _EnvReader(env)
         queue = reader.text("RABBITMQ_QUEUE", cls.rabbitmq_queue)
         tls = reader.boolean("RABBITMQ_TLS", cls.rabbitmq_tls)
@@ -143,10 +147,10 @@ class Settings:
             log_format=reader.choice("LOG_FORMAT", cls.log_format, LOG_FORMATS),
             http_port=reader.integer("HTTP_PORT", cls.http_port, 0, 65535),
         )
-        settings._check_consistency()
+        settings._check_consistency(require_influx)
         return settings
 
-    def _check_consistency(self) -> None:
+    def _check_consistency(self, require_influx: bool) -> None:
         for name, value in (
             ("RABBITMQ_QUEUE", self.rabbitmq_queue),
             ("DEAD_LETTER_QUEUE", self.dead_letter_queue),
@@ -172,7 +176,7 @@ class Settings:
                 "telemetry queue itself; choose another name, for example "
                 f"{self.rabbitmq_queue + '.dead'!r}"
             )
-        if not self.influx_token:
+        if require_influx and not self.influx_token:
             raise SettingsError(
                 "INFLUX_TOKEN is missing: set it to an InfluxDB API token with "
                 "write access to the bucket (for INFLUX_API=v1, 'user:password')"

@@ -37,10 +37,14 @@ class ToolError(Exception):
         self.exit_code = exit_code
 
 
-def load_settings(env: Mapping[str, str]) -> Settings:
-    """Read the settings like the daemon does, raising ToolError (exit 2) when invalid."""
+def load_settings(env: Mapping[str, str], require_influx: bool = True) -> Settings:
+    """Read the settings like the daemon does, raising ToolError (exit 2) when invalid.
+
+    Commands that never talk to InfluxDB pass ``require_influx=False``, so
+    they run without INFLUX_TOKEN.
+    """
     try:
-        return Settings.from_env(env)
+        return Settings.from_env(env, require_influx)
     except SettingsError as error:
         raise ToolError(f"Invalid configuration: {error}", EXIT_USAGE) from None
 
