@@ -110,7 +110,7 @@ $python ingester.py simulate --bots 5 --rate 2 --duration "$seconds" --bad-every
 sleep 2
 if [ -n "${store_dir:-}" ]; then
   curl -sf "$INFLUX_URL/internal/force_flush" >/dev/null
-  log "points stored per robot (battery_percentage, latest value):"
+  log "battery_percentage samples stored per robot (each message also wrote other fields), latest value:"
   curl -sfg "$INFLUX_URL/api/v1/export?match[]=battery_percentage" | $python -c '
 import json, sys
 for line in sys.stdin:
@@ -123,5 +123,5 @@ log "ingester counters:"
 curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" | grep -E '^ingester_(messages_received|messages_written|points_written|dead_letters)_total' || true
 kill -0 "$ingester_pid" 2>/dev/null || fail "the ingester exited early; its log is above"
 log "the invalid messages are in queue ${RABBITMQ_QUEUE:-turtlebot.telemetry}.dead;"
-log "see them with: .venv/bin/python ingester.py dead-letters list"
+log "see them with: RABBITMQ_QUEUE=${RABBITMQ_QUEUE:-turtlebot.telemetry} .venv/bin/python ingester.py dead-letters list"
 rm -f "$ingester_log"

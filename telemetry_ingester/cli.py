@@ -36,11 +36,25 @@ PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DEFAULT_MAX_INSPECTED = 10_000
 DEFAULT_SHOW_COUNT = 10
 
+# Every reason code the ingester writes into the x-ingester-reason header.
+DEAD_LETTER_REASONS = (
+    "not_utf8",
+    "not_json",
+    "not_object",
+    "unknown_type",
+    "invalid_bot",
+    "invalid_ts",
+    "invalid_field",
+    "no_data",
+    "rejected_by_store",
+    "too_large",
+)
+
 SETTINGS_EPILOG = (
     "Settings come from the same environment variables as the daemon: RABBITMQ_HOST, "
     "RABBITMQ_PORT, RABBITMQ_VHOST, RABBITMQ_USER, RABBITMQ_PASS, RABBITMQ_QUEUE, "
     "DEAD_LETTER_QUEUE, INFLUX_API, INFLUX_URL, INFLUX_TOKEN, INFLUX_ORG, INFLUX_BUCKET "
-    "and the others in README.md. Invalid settings exit with status 2."
+    "and the others in README.md (README.ko.md in Korean). Invalid settings exit with status 2."
 )
 
 
@@ -268,7 +282,12 @@ def _add_max_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_reason_option(parser: argparse.ArgumentParser, text: str) -> None:
-    parser.add_argument("--reason", metavar="REASON", help=text + " (default: every reason)")
+    parser.add_argument(
+        "--reason",
+        metavar="REASON",
+        choices=DEAD_LETTER_REASONS,
+        help=f"{text}; one of {', '.join(DEAD_LETTER_REASONS)} (default: every reason)",
+    )
 
 
 def _add_yes_option(parser: argparse.ArgumentParser, text: str) -> None:
@@ -349,7 +368,12 @@ def run_daemon(env) -> int:
         try:
             server = HealthServer("0.0.0.0", settings.http_port, health, metrics)
         except OSError as error:
-            log.error("Cannot listen on HTTP_PORT %d: %s", settings.http_port, error)
+            log.error(
+                "Cannot listen on HTTP_PORT %d: %s; set HTTP_PORT to a free port, "
+                "or to 0 to turn off /healthz, /readyz and /metrics",
+                settings.http_port,
+                error,
+            )
             return EXIT_CONFIG
         server.start()
 

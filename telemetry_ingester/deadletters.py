@@ -123,6 +123,10 @@ class QueueBrowse:
     reasons: dict[str, ReasonSummary] = field(default_factory=dict)
 
 
+# The settings that name the dead-letter queue, for error messages.
+DEAD_LETTER_QUEUE_VARIABLES = "DEAD_LETTER_QUEUE or RABBITMQ_QUEUE (the default is its name + '.dead')"
+
+
 class DeadLetterQueue:
     """A connection to RabbitMQ with the dead-letter queue checked to exist."""
 
@@ -131,7 +135,7 @@ class DeadLetterQueue:
         self.name = settings.dead_letter_queue
         self.connection = connect(settings, CONNECTION_NAME)
         try:
-            self.depth = self._passive_declare(self.name, "DEAD_LETTER_QUEUE")
+            self.depth = self._passive_declare(self.name, DEAD_LETTER_QUEUE_VARIABLES)
         except BaseException:
             close_quietly(self.connection)
             raise

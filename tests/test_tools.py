@@ -417,19 +417,39 @@ def test_replay_refuses_without_tty(broker, queues):
     assert broker.depth(dead) == len(KNOWN_DEAD_LETTERS)
 
 
-def test_replay_unknown_reason_lists_reasons_seen(broker, queues):
+def test_replay_absent_reason_lists_reasons_seen(broker, queues):
+    queue, dead = queues
+    publish_dead_letters(broker, dead, KNOWN_DEAD_LETTERS)
+
+    result = run_tool(["dead-letters", "replay", "--reason", "invalid_ts", "--yes"], tool_env(queue))
+
+    assert result.returncode == 0, result.stderr
+    assert (
+        "No dead letter had reason invalid_ts; reasons seen: not_json, not_object, unknown_type"
+        in result.stdout
+    )
+    wait_until(lambda: broker.depth(dead) == 6, 5, message="6 dead letters back")
+    assert broker.depth(queue) == 0
+
+
+def test_replay_misspelled_reason_is_rejected(broker, queues):
     queue, dead = queues
     publish_dead_letters(broker, dead, KNOWN_DEAD_LETTERS)
 
     result = run_tool(["dead-letters", "replay", "--reason", "not-json", "--yes"], tool_env(queue))
 
-    assert result.returncode == 0, result.stderr
-    assert (
-        "No dead letter had reason not-json; reasons seen: not_json, not_object, unknown_type"
-        in result.stdout
-    )
-    wait_until(lambda: broker.depth(dead) == 6, 5, message="6 dead letters back")
-    assert broker.depth(queue) == 0
+    assert result.returncode == 2
+    assert "invalid choice: 'not-json'" in result.stderr
+    assert broker.depth(dead) == 6
+
+
+def test_reason_choices_match_the_code():
+    from telemetry_ingester import consumer, mapping
+    from telemetry_ingester.cli import DEAD_LETTER_REASONS
+
+    in_code = {value for name, value in vars(mapping).items() if name.startswith("REASON_")}
+    in_code |= {consumer.REASON_REJECTED, consumer.REASON_TOO_LARGE}
+    assert set(DEAD_LETTER_REASONS) == in_code
 
 
 KILL_TEST_MESSAGES = 3000
