@@ -26,6 +26,7 @@ import decimal
 import functools
 import json
 import math
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -40,6 +41,11 @@ KNOWN_SECTIONS = {
 RESERVED_KEYS = frozenset(("type", "ts", "bot"))
 
 UTF8_BOM = b"\xef\xbb\xbf"
+
+# Characters that line protocol cannot carry exactly in a key or tag value:
+# control characters (below U+0020, and U+007F) and the backslash.
+UNWRITABLE_KEY_CHARACTER = re.compile(r"[\x00-\x1f\x7f\\]")
+
 NANOSECONDS_PER_SECOND = 1_000_000_000
 
 # The oldest accepted point time, 2000-01-01T00:00:00Z. Earlier times come
@@ -111,12 +117,11 @@ def map_message(body: bytes, amqp_timestamp: int | None, received_ns: int) -> Ma
             _bot_or_none(document.get("bot")),
         )
 
-    bot = _read_bot(document.get("bot"))
+    bot, tag_set = _read_bot(document.get("bot"))
     timestamp_ns, source, converted_from = _read_timestamp(
         document, amqp_timestamp, received_ns, bot
     )
     time_suffix = " " + str(timestamp_ns)
-    tag_set = ",bot=" + escape_tag(bot)
 
     lines: list[str] = []
     skipped = 0
@@ -172,13 +177,21 @@ def _bot_or_none(value: object) -> str | None:
     return unicodedata.normalize("NFC", value) if isinstance(value, str) else None
 
 
-def _read_bot(value: object) -> str:
+def _read_bot(value: object) -> tuple[str, str]:
+    """Return the normalised bot and its line protocol tag set, or raise InvalidMessage."""
     if value is None:
         raise InvalidMessage(REASON_INVALID_BOT, "bot is missing")
     if not isinstance(value, str):
         raise InvalidMessage(
             REASON_INVALID_BOT, f"bot is a {_json_type(value)}, expected a string"
         )
+    return _checked_bot(value)
+
+
+# A fleet sends the same few bot names over and over, so their checks are
+# cached. An invalid name raises, and lru_cache stores no exceptions.
+@functools.lru_cache(maxsize=4096)
+def _checked_bot(value: str) -> tuple[str, str]:
     bot = unicodedata.normalize("NFC", value)
     if not bot.strip():
         raise InvalidMessage(REASON_INVALID_BOT, "bot is blank")
@@ -188,7 +201,7 @@ def _read_bot(value: object) -> str:
             f"bot {bot[:60]!r} contains a backslash or control character, "
             "which line protocol cannot carry exactly",
         )
-    return bot
+    return bot, ",bot=" + escape_tag(bot)
 
 
 def _read_timestamp(
@@ -269,6 +282,9 @@ def _collect_fields(
 
 def _encode_field_value(value: object) -> str | None:
     """Encode a JSON value as a line protocol field value, or None to skip it."""
+    if type(value) is float:
+        # The common case first: most readings are JSON numbers with a fraction.
+        return repr(value) if math.isfinite(value) else None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -302,7 +318,7 @@ def _json_type(value: object) -> str:
 
 
 def _is_writable_key(text: str) -> bool:
-    return "\\" not in text and all(ord(char) >= 32 and char != "\x7f" for char in text)
+    return UNWRITABLE_KEY_CHARACTER.search(text) is None
 
 
 @functools.lru_cache(maxsize=4096)

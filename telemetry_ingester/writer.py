@@ -14,6 +14,7 @@ on the kind:
 from __future__ import annotations
 
 import email.utils
+import gzip
 import json
 import logging
 import time
@@ -41,6 +42,11 @@ RETRY_STATUSES = frozenset((408, 429, 500, 502, 503, 504))
 
 # Longest error text from InfluxDB kept in a log line or a dead-letter header.
 MAX_ERROR_TEXT = 500
+
+# gzip level of a request body when INFLUX_GZIP is on. On a batch of 1,000
+# telemetry messages, level 6 shrinks the body about 10 times for about 1 us
+# of CPU per message. Level 9 saves 2 % more bytes for three times the CPU.
+GZIP_LEVEL = 6
 
 
 @dataclass(frozen=True)
@@ -163,31 +169,43 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class InfluxWriter:
-    """Writes line protocol to InfluxDB 2.x (influxdb-client) or 1.x (``/write``)."""
+    """Writes line protocol to InfluxDB 2.x (influxdb-client) or 1.x (``/write``).
+
+    InfluxDB 2.x is written through influxdb-client's synchronous write API,
+    which sends the request before it returns (its batching WriteApi would
+    return before anything is sent). InfluxDB 1.x has no ``/api/v2/write``
+    before 1.8, so its ``/write`` endpoint is called through urllib3, the HTTP
+    library influxdb-client itself uses.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._api = settings.influx_api
-        timeout_ms = int(settings.influx_timeout_seconds * 1000)
         if self._api == "v2":
             self._client = InfluxDBClient(
                 url=settings.influx_url,
                 token=settings.influx_token.reveal(),
                 org=settings.influx_org,
-                timeout=timeout_ms,
+                timeout=int(settings.influx_timeout_seconds * 1000),
                 enable_gzip=settings.influx_gzip,
                 ssl_ca_cert=settings.influx_ca_file,
             )
             self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
-        else:
-            self._http = urllib3.PoolManager(
-                num_pools=1,
-                maxsize=1,
-                retries=False,
-                timeout=urllib3.Timeout(total=settings.influx_timeout_seconds),
-                ca_certs=settings.influx_ca_file,
-            )
-            self._v1_url, self._v1_headers = _v1_request(settings)
+            return
+
+        url, self._headers = _v1_request(settings)
+        self._gzip = settings.influx_gzip
+        self._http = urllib3.PoolManager(
+            num_pools=1,
+            maxsize=1,
+            retries=False,
+            timeout=urllib3.Timeout(total=settings.influx_timeout_seconds),
+            ca_certs=settings.influx_ca_file,
+        )
+        # The pool is looked up once, so a write skips PoolManager's per-request lookup.
+        self._pool = self._http.connection_from_url(url)
+        parts = urllib.parse.urlsplit(url)
+        self._request_path = f"{parts.path}?{parts.query}"
 
     @property
     def target(self) -> str:
@@ -207,6 +225,8 @@ class InfluxWriter:
                 return classify_transport_failure(str(error.reason))
             headers = dict(error.headers or {})
             return classify_response(error.status, headers, error.body or error.reason)
+        except urllib3.exceptions.SSLError as error:
+            return classify_transport_failure(f"{type(error).__name__}: {error}")
         except (urllib3.exceptions.HTTPError, OSError) as error:
             return classify_exception(error)
 
@@ -220,11 +240,18 @@ class InfluxWriter:
         return WRITTEN
 
     def _write_v1(self, body: bytes) -> WriteOutcome:
-        response = self._http.request(
-            "POST", self._v1_url, body=body, headers=self._v1_headers
+        if self._gzip:
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+        response = self._pool.urlopen(
+            "POST", self._request_path, body=body, headers=self._headers, retries=False
         )
+        if 200 <= response.status < 300:
+            return WRITTEN
         return classify_response(
-            response.status, dict(response.headers), response.data.decode("utf-8", "replace"), "v1"
+            response.status,
+            dict(response.headers),
+            response.data.decode("utf-8", "replace"),
+            "v1",
         )
 
     def close(self) -> None:
@@ -246,6 +273,8 @@ def _v1_request(settings: Settings) -> tuple[str, dict[str, str]]:
     if policy:
         query["rp"] = policy
     headers = {"Content-Type": "text/plain; charset=utf-8"}
+    if settings.influx_gzip:
+        headers["Content-Encoding"] = "gzip"
     user, _, password = settings.influx_token.reveal().partition(":")
     if user:
         headers.update(urllib3.make_headers(basic_auth=f"{user}:{password}"))
