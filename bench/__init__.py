@@ -1,0 +1,1 @@
+"""The ingester benchmark: see bench/run.py and docs/benchmarks.md."""
