@@ -263,6 +263,10 @@ def _describe_network_error(error: BaseException) -> str:
             f"TLS failed: {reason}; check INFLUX_CA_FILE and that INFLUX_URL names the host "
             "in the certificate"
         )
+    if isinstance(error, urllib3.exceptions.NameResolutionError) or isinstance(
+        reason, urllib3.exceptions.NameResolutionError
+    ):
+        return "host name not found; check the host in INFLUX_URL"
     connection_refused = isinstance(error, urllib3.exceptions.NewConnectionError) or isinstance(
         reason, ConnectionRefusedError
     )

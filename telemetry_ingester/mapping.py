@@ -110,10 +110,13 @@ def map_message(body: bytes, amqp_timestamp: int | None, received_ns: int) -> Ma
 
     message_type = document.get("type")
     if message_type != MESSAGE_TYPE:
-        shown = "missing" if message_type is None else repr(message_type)[:60]
+        if message_type is None:
+            detail = f"Unknown message type: type is missing, expected {MESSAGE_TYPE!r}"
+        else:
+            detail = f"Unknown message type {repr(message_type)[:60]}, expected {MESSAGE_TYPE!r}"
         raise InvalidMessage(
             REASON_UNKNOWN_TYPE,
-            f"Unknown message type {shown}, expected {MESSAGE_TYPE!r}",
+            detail,
             _bot_or_none(document.get("bot")),
         )
 
@@ -168,7 +171,7 @@ def _decode(body: bytes) -> dict:
     if not isinstance(document, dict):
         raise InvalidMessage(
             REASON_NOT_OBJECT,
-            f"body is a JSON {type(document).__name__}, expected an object",
+            f"body is a JSON {_json_type(document)}, expected an object",
         )
     return document
 

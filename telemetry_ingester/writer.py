@@ -78,12 +78,10 @@ def classify_response(
         variable = "INFLUX_TOKEN"
         return WriteOutcome(CONFIG, status, f"unauthorized: {detail}", variable=variable)
     if status == 403:
-        return WriteOutcome(
-            CONFIG,
-            status,
-            f"forbidden, the token may not write to this bucket: {detail}",
-            variable="INFLUX_TOKEN",
+        who = "the user may not write to this database" if api == "v1" else (
+            "the token may not write to this bucket"
         )
+        return WriteOutcome(CONFIG, status, f"forbidden, {who}: {detail}", variable="INFLUX_TOKEN")
     if status == 404:
         variable = "INFLUX_BUCKET" if api == "v1" else _missing_variable(detail)
         return WriteOutcome(CONFIG, status, f"not found: {detail}", variable=variable)
@@ -107,9 +105,12 @@ def _header(headers: dict[str, str] | None, name: str) -> str | None:
 
 def classify_exception(error: BaseException) -> WriteOutcome:
     """Classify a network failure: always RETRY, with a readable reason."""
-    # NewConnectionError is a subclass of urllib3's TimeoutError, so it comes first.
-    if isinstance(error, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)):
-        reason = "connection refused"
+    # NameResolutionError is a subclass of NewConnectionError, which is a
+    # subclass of urllib3's TimeoutError, so they come first, in this order.
+    if isinstance(error, urllib3.exceptions.NameResolutionError):
+        reason = "host name not found (check INFLUX_URL)"
+    elif isinstance(error, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)):
+        reason = "connection refused (check INFLUX_URL and that InfluxDB is running)"
     elif isinstance(error, urllib3.exceptions.TimeoutError):
         reason = "timed out"
     elif isinstance(error, (urllib3.exceptions.ProtocolError, ConnectionError)):

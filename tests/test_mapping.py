@@ -221,6 +221,20 @@ def test_invalid_message_has_reason(body, reason):
     assert caught.value.detail
 
 
+def test_missing_type_detail_says_missing():
+    with pytest.raises(InvalidMessage) as caught:
+        map_message(encode({"bot": "a", "pose": {"x": 1}}), None, RECEIVED_NS)
+
+    assert caught.value.detail == "Unknown message type: type is missing, expected 'telemetry'"
+
+
+def test_non_object_detail_uses_json_names():
+    with pytest.raises(InvalidMessage) as caught:
+        map_message(b"[1, 2]", None, RECEIVED_NS)
+
+    assert caught.value.detail == "body is a JSON array, expected an object"
+
+
 def test_unknown_type_detail_uses_log_phrase():
     with pytest.raises(InvalidMessage) as caught:
         map_message(encode(message(type="status", pose={"x": 1})), None, RECEIVED_NS)

@@ -49,6 +49,11 @@ def test_classify_response_keeps_influx_message():
     assert outcome.detail == "field type conflict: f"
 
 
+def test_forbidden_names_user_on_v1():
+    assert "the user may not write" in classify_response(403, {}, "", "v1").detail
+    assert "the token may not write" in classify_response(403, {}, "", "v2").detail
+
+
 def test_retry_after_is_kept():
     assert classify_response(429, {"Retry-After": "3"}, "").retry_after == 3.0
     assert classify_response(503, {}, "").retry_after is None
@@ -64,6 +69,10 @@ def test_parse_retry_after_http_date():
     "error, words",
     [
         (urllib3.exceptions.NewConnectionError(None, "refused"), "connection refused"),
+        (
+            urllib3.exceptions.NameResolutionError("influxdb", None, OSError("no such name")),
+            "host name not found",
+        ),
         (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), "timed out"),
         (urllib3.exceptions.ProtocolError("reset"), "connection lost"),
         (ConnectionResetError("reset by peer"), "connection lost"),
