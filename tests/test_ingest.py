@@ -5,47 +5,14 @@ VictoriaMetrics stands in for InfluxDB 2.x: it serves the same
 millisecond timestamps. Nanosecond exactness is checked on InfluxDB 1.6.
 """
 
-import json
 import time
 
 import pytest
 
 from services import IngesterProcess, free_port, http_request, unique_queue_name, wait_until
+from workload import BASE_NS, MS, encode, ingester_env, telemetry
 
 pytestmark = pytest.mark.integration
-
-# One hour ago, on a whole second, so that every test's points lie in the past.
-BASE_NS = (time.time_ns() // 10**9 - 3600) * 10**9
-MS = 1_000_000
-
-
-def telemetry(bot, ts, percentage=80.0, x=1.5):
-    return {
-        "type": "telemetry",
-        "ts": ts,
-        "bot": bot,
-        "battery": {"percentage": percentage, "voltage": 12.6, "wh": 50.0},
-        "pose": {"x": x, "y": 2.3},
-    }
-
-
-def encode(document) -> bytes:
-    return json.dumps(document).encode("utf-8")
-
-
-def ingester_env(queue, store_url, **extra):
-    env = {
-        "RABBITMQ_HOST": "127.0.0.1",
-        "RABBITMQ_QUEUE": queue,
-        "INFLUX_URL": store_url,
-        "INFLUX_TOKEN": "test-token",
-        "INFLUX_ORG": "keti",
-        "INFLUX_BUCKET": "turtlebot",
-        "HTTP_PORT": "0",
-        "LOG_LEVEL": "DEBUG",
-    }
-    env.update(extra)
-    return env
 
 
 @pytest.fixture

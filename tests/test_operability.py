@@ -8,7 +8,6 @@ for the length of this module.
 """
 
 import json
-import time
 import uuid
 
 import pytest
@@ -26,6 +25,8 @@ from services import (
     unique_queue_name,
     wait_until,
 )
+from workload import BASE_NS, MS, encode, ingester_env, telemetry
+
 from telemetry_ingester.metrics import MAX_TRACKED_ROBOTS, HealthState, Metrics
 from telemetry_ingester.settings import Settings, SettingsError
 from telemetry_ingester.writer import RETRY, InfluxWriter
@@ -33,8 +34,6 @@ from telemetry_ingester.writer import RETRY, InfluxWriter
 integration = pytest.mark.integration
 
 # One hour ago, on a whole second, so that every test's points lie in the past.
-BASE_NS = (time.time_ns() // 10**9 - 3600) * 10**9
-MS = 1_000_000
 
 # Exit code of the ingester for invalid configuration.
 EXIT_CONFIG = 2
@@ -47,33 +46,10 @@ WAIT_TIMEOUT_SECONDS = 30.0
 RECOVERY_TIMEOUT_SECONDS = 45.0
 
 
-def telemetry(bot, ts, percentage=80.0, voltage=12.6, x=1.5):
-    return {
-        "type": "telemetry",
-        "ts": ts,
-        "bot": bot,
-        "battery": {"percentage": percentage, "voltage": voltage, "wh": 50.0},
-        "pose": {"x": x, "y": 2.3},
-    }
 
 
-def encode(document) -> bytes:
-    return json.dumps(document).encode("utf-8")
 
 
-def ingester_env(queue, store_url, **extra):
-    env = {
-        "RABBITMQ_HOST": "127.0.0.1",
-        "RABBITMQ_QUEUE": queue,
-        "INFLUX_URL": store_url,
-        "INFLUX_TOKEN": "test-token",
-        "INFLUX_ORG": "keti",
-        "INFLUX_BUCKET": "turtlebot",
-        "HTTP_PORT": "0",
-        "LOG_LEVEL": "DEBUG",
-    }
-    env.update(extra)
-    return env
 
 
 def unique_secret(prefix: str) -> str:

@@ -27,13 +27,15 @@ DETAIL_HEADER = "x-ingester-detail"
 QUEUE_HEADER = "x-ingester-queue"
 
 
-def telemetry(bot: str, ts: int, percentage: float, x: float) -> dict:
+def telemetry(
+    bot: str, ts: int, percentage: float = 80.0, x: float = 1.5, voltage: float = 12.6
+) -> dict:
     """Return a message in the README's shape."""
     return {
         "type": "telemetry",
         "ts": ts,
         "bot": bot,
-        "battery": {"percentage": percentage, "voltage": 12.6, "wh": 50.0},
+        "battery": {"percentage": percentage, "voltage": voltage, "wh": 50.0},
         "pose": {"x": x, "y": 2.3},
     }
 
