@@ -31,6 +31,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from .consumer import DETAIL_HEADER, MAX_HEADER_TEXT, QUEUE_HEADER, REASON_HEADER, TIME_HEADER
 from .settings import Settings
+from .signals import StopOnSignal
 from .tools import (
     BROKER_ERRORS,
     EXIT_FAILED,
@@ -403,33 +404,6 @@ def replay_properties(properties: pika.BasicProperties) -> pika.BasicProperties:
     }
     replayed.headers = headers or None
     return replayed
-
-
-class StopOnSignal:
-    """Context manager that turns SIGINT and SIGTERM into a set event.
-
-    Signal handlers can only be installed from the main thread, so in other
-    threads it installs nothing.
-    """
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signal_number: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        self.signal_number = signum
-        self.event.set()
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 # -- purge ------------------------------------------------------------------

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import random
-import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,8 @@ from typing import Any
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
+
+from .signals import StopOnSignal
 
 logger = logging.getLogger(__name__)
 
@@ -372,33 +373,6 @@ def _describe_limit(duration: float | None, count: int | None) -> str:
     return "stops after " + " or ".join(limits)
 
 
-class _StopSignals:
-    """Context manager that turns SIGINT and SIGTERM into a set ``threading.Event``.
-
-    Signal handlers can only be installed from the main thread, so in other
-    threads it installs nothing and only the event stops the run.
-    """
-
-    def __init__(self, stop_event: threading.Event) -> None:
-        self.stop_event = stop_event
-        self.signal_name: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signal_name = signal.Signals(signum).name
-        self.stop_event.set()
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 @dataclasses.dataclass
 class _RunCounters:
     """Message counts of one simulator run, for the summary log line."""
@@ -418,7 +392,7 @@ def _publish_until_stopped(
     duration: float | None,
     count: int | None,
     bad_every: int | None,
-    signals: _StopSignals,
+    signals: StopOnSignal,
     counters: _RunCounters,
 ) -> str:
     """Publish paced messages until a stop condition is met and return the reason for stopping.
@@ -437,7 +411,7 @@ def _publish_until_stopped(
     number = 0
 
     while True:
-        if signals.stop_event.is_set():
+        if signals.event.is_set():
             return f"{signals.signal_name} received" if signals.signal_name else "stop requested"
         if count is not None and number >= count:
             return "message count reached"
@@ -537,7 +511,7 @@ def run(
     counters = _RunCounters()
     stop_reason = "error"
     started = time.monotonic()
-    with _StopSignals(stop_event) as signals:
+    with StopOnSignal(stop_event) as signals:
         try:
             connection = pika.BlockingConnection(broker.connection_parameters())
             try:

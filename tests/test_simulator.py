@@ -21,6 +21,7 @@ import pytest
 
 from services import LOOPBACK_HOST, RABBITMQ_PASSWORD, RABBITMQ_PORT, RABBITMQ_USER
 from telemetry_ingester import simulator
+from telemetry_ingester.signals import StopOnSignal
 from telemetry_ingester.simulator import (
     BATTERY_CAPACITY_WH,
     MAX_SPEED_MPS,
@@ -474,7 +475,7 @@ class FakeChannel:
 
 def publish_with_fakes(channel, count, rate=100.0, stop_event=None):
     counters = simulator._RunCounters()
-    signals = simulator._StopSignals(stop_event or threading.Event())
+    signals = StopOnSignal(stop_event or threading.Event())
     reason = simulator._publish_until_stopped(
         FakeConnection(), channel, fleet(2, seed=1), "q", rate, None, count, None, signals, counters
     )
