@@ -40,12 +40,12 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Longest wait inside pika's event loop before the loop checks for a stop
+# Maximum wait inside pika's event loop before the loop checks for a stop
 # request, a finished write or a due flush.
 POLL_INTERVAL_SECONDS = 0.2
 # How often an "ingest stats" summary line is logged at INFO.
 STATS_INTERVAL_SECONDS = 60.0
-# Longest body prefix shown in a log line.
+# Maximum length of the body prefix shown in a log line.
 BODY_PREVIEW_BYTES = 64
 # Dead-letter headers longer than this are cut.
 MAX_HEADER_TEXT = 500
@@ -267,7 +267,7 @@ class Consumer:
     def _declare(self, session: Session, queue: str, arguments: dict | None) -> None:
         """Declare ``queue`` durable, or use it as it is if it exists with other arguments.
 
-        RabbitMQ answers PRECONDITION_FAILED (406) when the queue exists with
+        RabbitMQ replies PRECONDITION_FAILED (406) when the queue exists with
         other arguments (a quorum queue, a dead-letter exchange, a length
         limit); such a queue is used as it is instead of failing.
         """
@@ -520,7 +520,7 @@ class Consumer:
             return
         self._give_back(session, f"InfluxDB has not accepted them for {hold:.0f} s")
 
-    def _give_back(self, session: Session, why: str) -> None:
+    def _give_back(self, session: Session, reason: str) -> None:
         """Return every unacked message to the queue with one requeue."""
         count = self._held_count()
         if self._inflight is not None:
@@ -529,7 +529,7 @@ class Consumer:
             # Tag 0 with multiple=True covers every unacked delivery on the channel.
             session.channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
             self._metrics.given_back.inc(count)
-            log.warning("ingest error: gave back %d unacked messages to the queue: %s", count, why)
+            log.warning("ingest error: gave back %d unacked messages to the queue: %s", count, reason)
         self._forget_deliveries()
 
     def _forget_deliveries(self) -> None:

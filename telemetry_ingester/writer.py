@@ -40,7 +40,7 @@ TOO_LARGE = "too_large"
 # restarting or behind a proxy that lost it.
 RETRY_STATUSES = frozenset((408, 429, 500, 502, 503, 504))
 
-# Longest error text from InfluxDB kept in a log line or a dead-letter header.
+# Maximum length of InfluxDB's error text kept in a log line or a dead-letter header.
 MAX_ERROR_TEXT = 500
 
 # gzip level of a request body when INFLUX_GZIP is on. On a batch of 1,000
@@ -66,7 +66,7 @@ WRITTEN = WriteOutcome(OK)
 def classify_response(
     status: int, headers: dict[str, str] | None, body: str, api: str = "v2"
 ) -> WriteOutcome:
-    """Classify an HTTP answer to a write request. Pure, so it is tested by table."""
+    """Classify the HTTP response to a write request. Pure, so it is tested by table."""
     if 200 <= status < 300:
         return WRITTEN
     detail = error_text(body) or f"HTTP {status}"
@@ -78,10 +78,10 @@ def classify_response(
         variable = "INFLUX_TOKEN"
         return WriteOutcome(CONFIG, status, f"unauthorized: {detail}", variable=variable)
     if status == 403:
-        who = "the user may not write to this database" if api == "v1" else (
+        reason = "the user may not write to this database" if api == "v1" else (
             "the token may not write to this bucket"
         )
-        return WriteOutcome(CONFIG, status, f"forbidden, {who}: {detail}", variable="INFLUX_TOKEN")
+        return WriteOutcome(CONFIG, status, f"forbidden, {reason}: {detail}", variable="INFLUX_TOKEN")
     if status == 404:
         variable = "INFLUX_BUCKET" if api == "v1" else _missing_variable(detail)
         return WriteOutcome(CONFIG, status, f"not found: {detail}", variable=variable)
