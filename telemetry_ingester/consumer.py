@@ -49,6 +49,8 @@ STATS_INTERVAL_SECONDS = 60.0
 BODY_PREVIEW_BYTES = 64
 # Dead-letter headers longer than this are cut.
 MAX_HEADER_TEXT = 500
+# A connection that lasted this long resets the reconnect backoff.
+STABLE_CONNECTION_SECONDS = 30.0
 # How long a broker may block our publishes (memory or disk alarm) before
 # pika gives up on the connection and we reconnect.
 BLOCKED_CONNECTION_TIMEOUT_SECONDS = 300
@@ -88,6 +90,8 @@ class InflightWrite:
     future: Future
     abort: threading.Event
     started: float
+    # When the oldest delivery of the batch arrived, for MAX_HOLD_SECONDS.
+    oldest: float
 
     @property
     def max_tag(self) -> int:
@@ -212,10 +216,14 @@ class Consumer:
                 self._wait_before_reconnect(attempt, error)
                 continue
 
-            attempt = 0
+            connected_at = time.monotonic()
             try:
                 self._consume(self._session)
             except BROKER_ERRORS as error:
+                # The backoff starts over only after a connection that lasted;
+                # one that fails at once, again and again, backs off further.
+                if time.monotonic() - connected_at > STABLE_CONNECTION_SECONDS:
+                    attempt = 0
                 attempt += 1
                 log.warning(
                     "Lost the RabbitMQ connection or channel to %s: %s; %d unacked messages "
@@ -401,7 +409,7 @@ class Consumer:
         future: Future = Future()
         self._worker.submit(self._write_on_thread, pending.deliveries, abort, future, session)
         self._inflight = InflightWrite(
-            session, pending.deliveries, future, abort, time.monotonic()
+            session, pending.deliveries, future, abort, time.monotonic(), pending.started
         )
 
     def _write_on_thread(
@@ -423,7 +431,20 @@ class Consumer:
         if inflight is None or not inflight.future.done():
             return
         self._inflight = None
-        result: BatchResult = inflight.future.result()
+        try:
+            result: BatchResult = inflight.future.result()
+        except Exception:
+            # A failure the writer did not classify is a bug, not a reason to
+            # exit: the messages go back to the queue and the daemon goes on.
+            log.exception(
+                "ingest error: writing delivery tags %d-%d failed unexpectedly",
+                inflight.deliveries[0].tag,
+                inflight.max_tag,
+            )
+            if inflight.session is session:
+                self._inflight = inflight
+                self._give_back(session, "the write failed unexpectedly")
+            return
         if result.abandoned or inflight.session is not session:
             return
 
@@ -484,6 +505,9 @@ class Consumer:
         headers[TIME_HEADER] = datetime.datetime.now(datetime.timezone.utc).isoformat()
         properties.headers = headers
         properties.delivery_mode = pika.DeliveryMode.Persistent.value
+        # A per-message TTL would let the dead letter expire after its ack,
+        # so it is dropped, as RabbitMQ's own dead-lettering does.
+        properties.expiration = None
 
         session.publish_channel.basic_publish(
             exchange="",
@@ -516,7 +540,7 @@ class Consumer:
         # consumer_timeout (30 minutes by default): past it the broker closes
         # the channel, and giving the messages back first is the gentler way.
         hold = self._settings.max_hold_seconds
-        if inflight is None or time.monotonic() - inflight.started < hold:
+        if inflight is None or time.monotonic() - inflight.oldest < hold:
             return
         self._give_back(session, f"InfluxDB has not accepted them for {hold:.0f} s")
 
@@ -526,8 +550,12 @@ class Consumer:
         if self._inflight is not None:
             self._inflight.abort.set()
         if count:
-            # Tag 0 with multiple=True covers every unacked delivery on the channel.
-            session.channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+            # multiple=True up to the highest tag in hand covers every delivery
+            # we hold; tag 0 would also return deliveries pika has received
+            # but not yet dispatched, whose later ack would be for an unknown tag.
+            session.channel.basic_nack(
+                delivery_tag=self._max_tag_in_hand(), multiple=True, requeue=True
+            )
             self._metrics.given_back.inc(count)
             log.warning("ingest error: gave back %d unacked messages to the queue: %s", count, reason)
         self._forget_deliveries()
@@ -543,6 +571,14 @@ class Consumer:
         self._inflight = None
         self._pending = PendingBatch()
         self._dead.clear()
+
+    def _max_tag_in_hand(self) -> int:
+        tags = [delivery.tag for delivery, _ in self._dead]
+        if self._pending.deliveries:
+            tags.append(self._pending.deliveries[-1].tag)
+        if self._inflight is not None:
+            tags.append(self._inflight.max_tag)
+        return max(tags)
 
     def _held_count(self) -> int:
         inflight = len(self._inflight.deliveries) if self._inflight else 0

@@ -43,8 +43,12 @@ RESERVED_KEYS = frozenset(("type", "ts", "bot"))
 UTF8_BOM = b"\xef\xbb\xbf"
 
 # Characters that line protocol cannot carry exactly in a key or tag value:
-# control characters (below U+0020, and U+007F) and the backslash.
-UNWRITABLE_KEY_CHARACTER = re.compile(r"[\x00-\x1f\x7f\\]")
+# control characters (below U+0020, and U+007F), the backslash, and lone
+# UTF-16 surrogates, which JSON's \u escapes allow but UTF-8 cannot encode.
+UNWRITABLE_KEY_CHARACTER = re.compile(r"[\x00-\x1f\x7f\\\ud800-\udfff]")
+# Characters a string field value cannot carry: line breaks, which end the
+# line, and lone UTF-16 surrogates.
+UNWRITABLE_STRING_CHARACTER = re.compile(r"[\n\r\ud800-\udfff]")
 
 NANOSECONDS_PER_SECOND = 1_000_000_000
 
@@ -166,6 +170,9 @@ def _decode(body: bytes) -> dict:
             REASON_NOT_JSON,
             f"body is not JSON: {error.msg} at line {error.lineno} column {error.colno}",
         ) from None
+    except ValueError as error:
+        # Python refuses integers of more than 4300 digits with a plain ValueError.
+        raise InvalidMessage(REASON_NOT_JSON, f"body is not usable JSON: {error}"[:300]) from None
     except RecursionError:
         raise InvalidMessage(REASON_NOT_JSON, "body is JSON nested too deeply") from None
     if not isinstance(document, dict):
@@ -201,7 +208,7 @@ def _checked_bot(value: str) -> tuple[str, str]:
     if not _is_writable_key(bot):
         raise InvalidMessage(
             REASON_INVALID_BOT,
-            f"bot {bot[:60]!r} contains a backslash or control character, "
+            f"bot {bot[:60]!r} contains a backslash, a control character or a lone surrogate, "
             "which line protocol cannot carry exactly",
         )
     return bot, ",bot=" + escape_tag(bot)
@@ -212,7 +219,11 @@ def _read_timestamp(
 ) -> tuple[int, str, str | None]:
     if "ts" not in document or document["ts"] is None:
         if amqp_timestamp is not None and amqp_timestamp > 0:
-            return amqp_timestamp * NANOSECONDS_PER_SECOND, "amqp", None
+            # The property is meant to be seconds, but some publishers put
+            # milliseconds there; a value outside the window is not trusted.
+            amqp_ns, _ = to_nanoseconds(amqp_timestamp)
+            if MIN_TIMESTAMP_NS <= amqp_ns <= received_ns + MAX_FUTURE_SKEW_NS:
+                return amqp_ns, "amqp", None
         return received_ns, "receipt", None
 
     value = document["ts"]
@@ -256,13 +267,24 @@ def to_nanoseconds(value: int | float) -> tuple[int, str | None]:
 
 
 def _collect_fields(
-    section_name: str, section: dict, prefix: str, out: list[str], bot: str
+    section_name: str,
+    section: dict,
+    prefix: str,
+    out: list[str],
+    bot: str,
+    seen: set[str] | None = None,
 ) -> int:
-    """Append encoded fields of ``section`` to ``out``; return how many were skipped."""
+    """Append encoded fields of ``section`` to ``out``; return how many were skipped.
+
+    ``seen`` holds the field names already in the point.
+    """
+    if seen is None:
+        seen = set()
     required = KNOWN_SECTIONS.get(section_name, ()) if not prefix else ()
     skipped = 0
     for key, value in section.items():
         key = str(key)
+        name = prefix + key
         if key in required:
             if isinstance(value, bool) or not isinstance(value, (int, float, type(None))):
                 raise InvalidMessage(
@@ -270,15 +292,17 @@ def _collect_fields(
                     f"{section_name}.{key} is a {_json_type(value)}, expected a number",
                     bot,
                 )
-        name = prefix + key
         if isinstance(value, dict):
-            skipped += _collect_fields(section_name, value, name + "_", out, bot)
+            skipped += _collect_fields(section_name, value, name + "_", out, bot, seen)
             continue
         encoded = _encode_field_value(value)
         escaped_key = escape_field_key(name)
-        if encoded is None or escaped_key is None:
+        # Flattening can give two fields one name ({"a_b": 1, "a": {"b": 2}});
+        # InfluxDB would keep only one of them, so the later one is skipped.
+        if encoded is None or escaped_key is None or name in seen:
             skipped += 1
             continue
+        seen.add(name)
         out.append(escaped_key + "=" + encoded)
     return skipped
 
@@ -299,7 +323,7 @@ def _encode_field_value(value: object) -> str | None:
             return None
         return repr(number)
     if isinstance(value, str):
-        if "\n" in value or "\r" in value:
+        if UNWRITABLE_STRING_CHARACTER.search(value):
             return None
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     # null, and lists, which have no field type in InfluxDB.
@@ -344,7 +368,11 @@ def escape_field_key(name: str) -> str | None:
 
 @functools.lru_cache(maxsize=1024)
 def escape_measurement(name: str) -> str | None:
-    """Escape a measurement name, or return None for a name InfluxDB cannot store."""
-    if not name or name.startswith("_") or not _is_writable_key(name):
+    """Escape a measurement name, or return None for a name InfluxDB cannot store.
+
+    A line that starts with ``#`` is a comment in line protocol, so InfluxDB
+    would accept it and store nothing.
+    """
+    if not name or name.startswith(("_", "#")) or not _is_writable_key(name):
         return None
     return name.replace(",", "\\,").replace(" ", "\\ ")

@@ -118,7 +118,13 @@ def test_bad_messages_go_to_dead_letter_queue(broker, queue, victoria, tmp_path)
         for j in range(3):
             broker.publish(queue, encode(telemetry(bot, BASE_NS + (good + 1) * MS, x=float(good))))
             good += 1
-        broker.publish(queue, body, headers={"origin": f"bad-{i}"}, content_type="application/json")
+        broker.publish(
+            queue,
+            body,
+            headers={"origin": f"bad-{i}"},
+            content_type="application/json",
+            expiration="600000",
+        )
 
     with IngesterProcess(ingester_env(queue, victoria.url), tmp_path) as ingester:
         wait_for_drain(broker, queue)
@@ -137,6 +143,7 @@ def test_bad_messages_go_to_dead_letter_queue(broker, queue, victoria, tmp_path)
         assert properties.headers["origin"] == f"bad-{i}"
         assert properties.content_type == "application/json"
         assert properties.delivery_mode == 2
+        assert properties.expiration is None
     assert "Unknown message type 'status'" in log
     assert log.count("ingest error") == len(BAD_MESSAGES)
 

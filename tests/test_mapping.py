@@ -256,3 +256,69 @@ def test_float_field_formatting_round_trips():
         written = line.split(" ")[1].split("=")[1]
         assert float(written) == value
         assert not math.isnan(float(written))
+
+
+def test_hash_section_is_skipped_not_commented_out():
+    result = map_message(
+        encode(message(**{"#hidden": {"v": 1.5}, "ok": {"v": 2.5}})), None, RECEIVED_NS
+    )
+
+    assert result.lines == [f"ok,bot=tb3-001 v=2.5 {TS_NS}"]
+    assert result.skipped_fields == 1
+
+
+def test_only_hash_section_is_no_data():
+    with pytest.raises(InvalidMessage) as caught:
+        map_message(encode(message(**{"#only": {"v": 3.5}})), None, RECEIVED_NS)
+
+    assert caught.value.reason == mapping.REASON_NO_DATA
+
+
+def test_lone_surrogates_never_reach_the_body():
+    body = b'{"type":"telemetry","bot":"b","ok":{"v":2.5,"s":"x\\ud800","k\\udc00":1}}'
+    result = map_message(body, None, RECEIVED_NS)
+
+    assert result.lines == ["ok,bot=b v=2.5 " + str(RECEIVED_NS)]
+    assert result.skipped_fields == 2
+    result.lines[0].encode("utf-8")
+
+
+def test_bot_with_lone_surrogate_is_invalid():
+    with pytest.raises(InvalidMessage) as caught:
+        map_message(b'{"type":"telemetry","bot":"b\\ud800","ok":{"v":1}}', None, RECEIVED_NS)
+
+    assert caught.value.reason == mapping.REASON_INVALID_BOT
+
+
+def test_integer_beyond_parser_limit_is_not_json():
+    body = b'{"type":"telemetry","bot":"b","ok":{"v":' + b"9" * 5000 + b"}}"
+    with pytest.raises(InvalidMessage) as caught:
+        map_message(body, None, RECEIVED_NS)
+
+    assert caught.value.reason == mapping.REASON_NOT_JSON
+
+
+def test_colliding_flattened_names_keep_the_first():
+    result = map_message(
+        encode(message(s={"a_b": 1, "a": {"b": 2}})), None, RECEIVED_NS
+    )
+
+    assert result.lines == [f"s,bot=tb3-001 a_b=1.0 {TS_NS}"]
+    assert result.skipped_fields == 1
+
+
+@pytest.mark.parametrize(
+    "amqp_timestamp, expected_ns, source",
+    [
+        (1733300001, 1733300001 * 10**9, "amqp"),
+        (1733300001000, 1733300001 * 10**9, "amqp"),
+        (1, RECEIVED_NS, "receipt"),
+    ],
+)
+def test_amqp_timestamp_is_converted_and_checked(amqp_timestamp, expected_ns, source):
+    document = message(pose={"x": 1})
+    del document["ts"]
+    result = map_message(encode(document), amqp_timestamp, RECEIVED_NS)
+
+    assert result.timestamp_ns == expected_ns
+    assert result.timestamp_source == source
