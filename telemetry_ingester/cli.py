@@ -358,7 +358,7 @@ def run_daemon(env) -> int:
     )
     log.debug("Settings: %s", settings.describe())
 
-    stop = threading.Event()
+    stop = StopRequest()
     install_signal_handlers(stop)
     metrics = Metrics()
     health = HealthState()
@@ -386,6 +386,19 @@ def run_daemon(env) -> int:
         server.stop()
     log.info("Stopped metrics ingester")
     return EXIT_OK
+
+
+class StopRequest(threading.Event):
+    """A stop event that also records when it was set, to bound the drain from then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requested_at: float | None = None
+
+    def set(self) -> None:
+        if self.requested_at is None:
+            self.requested_at = time.monotonic()
+        super().set()
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

@@ -353,7 +353,10 @@ class Consumer:
             # pika requeues deliveries that arrived but were not yet dispatched.
             session.channel.basic_cancel(session.consumer_tag)
             session.consumer_tag = None
-        return time.monotonic() + self._settings.shutdown_timeout_seconds
+        # The bound counts from the stop request when the event records it,
+        # so a signal that came while connecting does not extend it.
+        requested_at = getattr(self._stop, "requested_at", None) or time.monotonic()
+        return requested_at + self._settings.shutdown_timeout_seconds
 
     def _on_message(self, channel, method, properties, body: bytes) -> None:
         received_ns = time.time_ns()
