@@ -122,6 +122,6 @@ fi
 log "ingester counters:"
 curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" | grep -E '^ingester_(messages_received|messages_written|points_written|dead_letters)_total' || true
 kill -0 "$ingester_pid" 2>/dev/null || fail "the ingester exited early; its log is above"
-log "the invalid messages are in queue ${RABBITMQ_QUEUE:-turtlebot.telemetry}.dead;"
+log "invalid messages, if any, are in queue ${RABBITMQ_QUEUE:-turtlebot.telemetry}.dead;"
 log "see them with: RABBITMQ_QUEUE=${RABBITMQ_QUEUE:-turtlebot.telemetry} .venv/bin/python ingester.py dead-letters list"
 rm -f "$ingester_log"
