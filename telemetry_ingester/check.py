@@ -62,7 +62,7 @@ import urllib3
 
 from .consumer import connection_parameters
 from .settings import Settings
-from .writer import _v1_request
+from .writer import header_value, v1_request
 from .tools import (
     BROKER_ERRORS,
     EXIT_FAILED,
@@ -312,16 +312,9 @@ def _check_server(client: StoreClient, settings: Settings) -> CheckResult:
             f"{settings.influx_url}/ping returned HTTP {response.status} ({response.message}); "
             "check that INFLUX_URL is InfluxDB's base URL",
         )
-    version = _header(response.headers, "X-Influxdb-Version")
+    version = header_value(response.headers, "X-Influxdb-Version")
     server = f"InfluxDB {version}" if version else "a server that does not report an InfluxDB version"
     return CheckResult(OK, "InfluxDB server", f"{settings.influx_url} responds to /ping ({server})")
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
 
 
 def _check_v2(client: StoreClient, settings: Settings):
@@ -472,7 +465,7 @@ def _missing_fix(message: str, v1: bool) -> str:
 
 def _check_v1_write(client: StoreClient, settings: Settings) -> CheckResult:
     # The same URL and credentials as the ingester's own writes.
-    url, headers = _v1_request(settings)
+    url, headers = v1_request(settings)
     path_and_query = url[len(settings.influx_url):]
     response = client.request("POST", path_and_query, {}, body=b"", headers=headers)
     return classify_empty_write(response, settings)

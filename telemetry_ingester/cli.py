@@ -242,15 +242,11 @@ def _add_dead_letter_commands(commands) -> None:
         epilog=SETTINGS_EPILOG,
     )
     _add_reason_option(replay, "replay only dead letters with this reason, for example unknown_type")
-    replay.add_argument(
-        "--max",
-        type=_bounded_int(1, 2**31 - 1),
+    _add_max_option(
+        replay,
+        "inspect at most the N oldest dead letters, replaying those that match "
+        "(default: every message in the queue when the command starts)",
         default=None,
-        metavar="N",
-        help=(
-            "inspect at most the N oldest dead letters, replaying those that match "
-            "(default: every message in the queue when the command starts)"
-        ),
     )
     _add_yes_option(replay, "replay without asking for confirmation")
 
@@ -268,16 +264,14 @@ def _add_dead_letter_commands(commands) -> None:
     _add_yes_option(purge, "purge without asking for confirmation")
 
 
-def _add_max_option(parser: argparse.ArgumentParser) -> None:
+def _add_max_option(
+    parser: argparse.ArgumentParser,
+    text: str = "read at most the N oldest dead letters; the output notes when the queue "
+    "contained more (default: %(default)s)",
+    default: int | None = DEFAULT_MAX_INSPECTED,
+) -> None:
     parser.add_argument(
-        "--max",
-        type=_bounded_int(1, 2**31 - 1),
-        default=DEFAULT_MAX_INSPECTED,
-        metavar="N",
-        help=(
-            "read at most the N oldest dead letters; the output notes when the queue "
-            "held more (default: %(default)s)"
-        ),
+        "--max", type=_bounded_int(1, 2**31 - 1), default=default, metavar="N", help=text
     )
 
 

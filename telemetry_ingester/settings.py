@@ -8,7 +8,6 @@ error message can show them.
 
 from __future__ import annotations
 
-import logging
 import os
 import urllib.parse
 from dataclasses import dataclass, field, fields
@@ -188,10 +187,6 @@ class Settings:
         for item in fields(self):
             parts.append(f"{item.name}={getattr(self, item.name)!r}")
         return " ".join(parts)
-
-    @property
-    def log_level_number(self) -> int:
-        return logging.getLevelName(self.log_level)
 
 
 class _EnvReader:

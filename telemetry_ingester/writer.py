@@ -20,6 +20,7 @@ import logging
 import time
 import urllib.parse
 from dataclasses import dataclass
+from typing import Mapping
 
 import urllib3
 from influxdb_client import InfluxDBClient, WritePrecision
@@ -70,7 +71,7 @@ def classify_response(
     if 200 <= status < 300:
         return WRITTEN
     detail = error_text(body) or f"HTTP {status}"
-    retry_after = parse_retry_after(_header(headers, "Retry-After"))
+    retry_after = parse_retry_after(header_value(headers, "Retry-After"))
 
     if status in RETRY_STATUSES:
         return WriteOutcome(RETRY, status, detail, retry_after)
@@ -94,7 +95,7 @@ def classify_response(
     return WriteOutcome(RETRY, status, detail, retry_after)
 
 
-def _header(headers: dict[str, str] | None, name: str) -> str | None:
+def header_value(headers: Mapping[str, str] | None, name: str) -> str | None:
     """Return the value of header ``name``; HTTP header names are case-insensitive."""
     expected = name.lower()
     for key, value in (headers or {}).items():
@@ -194,7 +195,7 @@ class InfluxWriter:
             self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
             return
 
-        url, self._headers = _v1_request(settings)
+        url, self._headers = v1_request(settings)
         self._gzip = settings.influx_gzip
         self._http = urllib3.PoolManager(
             num_pools=1,
@@ -262,7 +263,7 @@ class InfluxWriter:
             self._http.clear()
 
 
-def _v1_request(settings: Settings) -> tuple[str, dict[str, str]]:
+def v1_request(settings: Settings) -> tuple[str, dict[str, str]]:
     """Build the InfluxDB 1.x ``/write`` URL and headers.
 
     INFLUX_BUCKET is ``database`` or ``database/retention_policy``, and
