@@ -52,6 +52,16 @@ RECOVERY_TIMEOUT_SECONDS = 45.0
 
 
 
+def run_until_logged(env, tmp_path, text):
+    """Run the ingester until ``text`` is logged, stop it, and return its exit code and log."""
+    ingester = IngesterProcess(env, tmp_path).start()
+    try:
+        ingester.wait_for_log(text, WAIT_TIMEOUT_SECONDS)
+    finally:
+        code = ingester.stop()
+    return code, ingester.log_text()
+
+
 def unique_secret(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
@@ -370,12 +380,9 @@ def test_rejected_secrets_stay_out_of_log(broker, queue, rabbitmq_user, tmp_path
             INFLUX_TOKEN="writer:right",
             INFLUX_API="v1",
         )
-        ingester = IngesterProcess(broker_env, tmp_path).start()
-        try:
-            ingester.wait_for_log("check RABBITMQ_USER and RABBITMQ_PASS", WAIT_TIMEOUT_SECONDS)
-        finally:
-            broker_code = ingester.stop()
-        broker_log = ingester.log_text()
+        broker_code, broker_log = run_until_logged(
+            broker_env, tmp_path, "check RABBITMQ_USER and RABBITMQ_PASS"
+        )
 
         store_env = ingester_env(
             queue,
@@ -385,12 +392,7 @@ def test_rejected_secrets_stay_out_of_log(broker, queue, rabbitmq_user, tmp_path
             SHUTDOWN_TIMEOUT_SECONDS="3",
         )
         del store_env["INFLUX_TOKEN"]
-        ingester = IngesterProcess(store_env, tmp_path).start()
-        try:
-            ingester.wait_for_log("check INFLUX_TOKEN", WAIT_TIMEOUT_SECONDS)
-        finally:
-            store_code = ingester.stop()
-        store_log = ingester.log_text()
+        store_code, store_log = run_until_logged(store_env, tmp_path, "check INFLUX_TOKEN")
 
     assert broker_code == 0
     assert store_code == 0
@@ -721,14 +723,10 @@ def test_json_log_keeps_tracebacks_in_one_line(tmp_path):
         LOG_LEVEL="DEBUG",
     )
 
-    ingester = IngesterProcess(env, tmp_path).start()
-    try:
-        ingester.wait_for_log("Retry 2", WAIT_TIMEOUT_SECONDS)
-    finally:
-        code = ingester.stop()
+    code, log = run_until_logged(env, tmp_path, "Retry 2")
 
     assert code == 0
-    entries = parse_json_lines(ingester.log_text())
+    entries = parse_json_lines(log)
     assert any("Traceback" in entry.get("exception", "") for entry in entries)
     errors = [entry for entry in entries if entry["message"].startswith("Cannot connect")]
     assert errors[0]["level"] == "ERROR"
