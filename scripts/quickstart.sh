@@ -7,7 +7,7 @@
 # On Debian or Ubuntu it installs rabbitmq-server and victoria-metrics when
 # they are missing (as root, or through sudo). Then it starts the ingester,
 # runs the fleet simulator for QUICKSTART_SECONDS (default 20), prints what
-# the store holds per robot, and stops what it started.
+# the store contains per robot, and stops what it started.
 #
 # To use services you already run, set RABBITMQ_HOST (and RABBITMQ_PORT,
 # RABBITMQ_USER, RABBITMQ_PASS, RABBITMQ_VHOST) and INFLUX_URL, INFLUX_TOKEN,

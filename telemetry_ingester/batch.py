@@ -159,7 +159,7 @@ class BatchWriter:
                 return
             self._last_config_log = now
             log.error(
-                "ingest error: InfluxDB at %s refused the write (HTTP %s, %s); the data is "
+                "ingest error: InfluxDB at %s rejected the write (HTTP %s, %s); the data is "
                 "fine, check %s. %d messages (delivery tags %s) stay unacked; "
                 "nothing is dead-lettered; next retry in %.1f s",
                 self._writer.target,

@@ -28,10 +28,11 @@ point.
   retention policy (``INFLUX_BUCKET=db/rp``) gets 500 "retention policy not
   found", and a missing database 404.
 
-What this does not prove: that InfluxDB will accept the ingester's points
-(a field type conflict with older data, a retention period shorter than the
-point age, a full disk), and with InfluxDB 1.x authentication off, anything
-about credentials, because any credentials pass.
+What this does not prove: that InfluxDB will accept the ingester's points,
+which a field type conflict with older data, a retention period shorter than
+the point age or a full disk can still prevent. With InfluxDB 1.x
+authentication off, it proves nothing about credentials either, because any
+credentials pass.
 
 The InfluxDB 2.x bucket API (``GET /api/v2/buckets?name=&org=``) is queried
 first, because it tells "the bucket exists" apart from "the token may

@@ -276,8 +276,8 @@ class Consumer:
         """Declare ``queue`` durable, or use it as it is if it exists with other arguments.
 
         RabbitMQ replies PRECONDITION_FAILED (406) when the queue exists with
-        other arguments (a quorum queue, a dead-letter exchange, a length
-        limit); such a queue is used as it is instead of failing.
+        other arguments, such as a quorum queue, a dead-letter exchange or a
+        length limit. Such a queue is used as it is instead of failing.
         """
         try:
             session.channel.queue_declare(queue, durable=True, arguments=arguments)

@@ -59,7 +59,7 @@ INGESTER_HEADER_PREFIX = "x-ingester-"
 # another program put in the queue.
 NO_REASON = "(no reason header)"
 
-# How a missing queue gets created, for the error message.
+# Remedy for a missing queue, for the error message.
 QUEUE_REMEDY = "start the ingester, which declares it"
 
 

@@ -1,6 +1,6 @@
 """The HTTP endpoint: ``/healthz``, ``/readyz`` and ``/metrics``.
 
-It runs on a daemon thread, answers from ``HealthState`` and the metrics
+It runs on a daemon thread, builds its responses from ``HealthState`` and the metrics
 registry only, and logs no requests, so scrapes stay out of the log.
 """
 

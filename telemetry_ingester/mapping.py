@@ -276,7 +276,7 @@ def _collect_fields(
 ) -> int:
     """Append encoded fields of ``section`` to ``out``; return how many were skipped.
 
-    ``seen`` holds the field names already in the point.
+    ``seen`` contains the field names already in the point.
     """
     if seen is None:
         seen = set()

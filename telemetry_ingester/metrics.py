@@ -42,6 +42,8 @@ class Metrics:
         self.points_written = Counter(
             "ingester_points_written", "Points InfluxDB stored.", registry=r
         )
+
+        # Writes to InfluxDB.
         self.batches = Counter(
             "ingester_batches", "Batches written, by outcome.", ["outcome"], registry=r
         )
@@ -60,6 +62,8 @@ class Metrics:
         self.write_retries = Counter(
             "ingester_write_retries", "Write requests sent again after a failure.", registry=r
         )
+
+        # Messages that were not simply written.
         self.dead_letters = Counter(
             "ingester_dead_letters",
             "Messages moved to the dead-letter queue, by reason.",
@@ -85,6 +89,8 @@ class Metrics:
             ["unit"],
             registry=r,
         )
+
+        # Freshness of the data and of each robot.
         self.last_write_success = Gauge(
             "ingester_last_write_success_timestamp_seconds",
             "Unix time of the last successful write.",
@@ -115,7 +121,7 @@ class Metrics:
 
 
 class HealthState:
-    """What ``/healthz`` and ``/readyz`` report, updated by the consumer."""
+    """The state behind ``/healthz`` and ``/readyz``, updated by the consumer."""
 
     def __init__(self, clock=time.monotonic) -> None:
         self._clock = clock

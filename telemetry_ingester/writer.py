@@ -1,4 +1,7 @@
-"""The only module that talks to InfluxDB.
+"""The module that writes to InfluxDB.
+
+Only ``check`` also sends requests to InfluxDB, for its read-only checks and
+an empty write.
 
 ``InfluxWriter.write`` sends one request of line protocol and turns whatever
 happens into a ``WriteOutcome`` of one of five kinds. The callers branch only

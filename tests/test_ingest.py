@@ -1,6 +1,6 @@
 """Integration tests: the ingester process between real RabbitMQ and a real store.
 
-VictoriaMetrics stands in for InfluxDB 2.x: it serves the same
+VictoriaMetrics replaces InfluxDB 2.x here: it serves the same
 ``/api/v2/write`` API, stores a field as ``{measurement}_{field}`` and keeps
 millisecond timestamps. Nanosecond exactness is checked on InfluxDB 1.6.
 """
@@ -232,9 +232,9 @@ def test_health_and_metrics_endpoint(broker, queue, victoria, tmp_path):
     dead_letters(broker, queue)
 
 
-def _metric_lines(url, wanted):
+def _metric_lines(url, expected):
     text = http_request("GET", url + "/metrics").text()
-    return text if wanted in text else None
+    return text if expected in text else None
 
 
 def test_deleted_queue_is_consumed_again(broker, queue, victoria, tmp_path):

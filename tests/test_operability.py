@@ -232,8 +232,8 @@ def test_amqps_missing_client_cert_hint(broker, queue, victoria, rabbit_tls, tmp
     assert running
     assert code == 0
     # With TLS 1.3 the broker's certificate_required alert arrives after the
-    # client's handshake, so whether pika's error text carries the alert
-    # depends on timing; the error type and the hint do not.
+    # client's handshake, so whether pika's error text carries it depends on
+    # timing. The error type and the hint do not.
     assert "IncompatibleProtocolError" in errors[0]
     assert "RABBITMQ_TLS_CERT_FILE" in errors[0]
 
