@@ -26,6 +26,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_SECOND
 
 
+def process_tree(pid: int) -> list[int]:
+    """Return ``pid`` and the pids of all its descendants, such as the ingester's mapping process."""
+    pids = [pid]
+    for parent in pids:
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as children:
+                    pids.extend(int(child) for child in children.read().split())
+            except OSError:
+                continue
+    return pids
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """Return the CPU time of process ``pid`` and of its descendants that are still running."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += cpu_seconds(member)
+        except OSError:
+            continue
+    return total
+
+
 def rabbitmq_pid() -> int | None:
     """Return the pid of the local RabbitMQ node (the Erlang VM ``beam.smp`` running rabbit)."""
     for entry in os.listdir("/proc"):
@@ -75,12 +103,21 @@ def wait_for_quiet_machine(max_cores: float, window: float, timeout: float) -> f
 
 
 def peak_rss_bytes(pid: int) -> int:
-    """Return the peak resident set size (VmHWM) of process ``pid``."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
+    """Return the peak resident set size (VmHWM) of process ``pid`` plus that of its descendants.
+
+    The peaks of the processes may come at different moments, so the sum is
+    an upper bound of their joint peak.
+    """
+    total = 0
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/status") as status:
+                total += sum(
+                    int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")
+                )
+        except OSError:
+            continue
+    return total
 
 
 def count_samples(store: VictoriaMetrics, metric: str, window_seconds: int) -> int:

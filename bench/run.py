@@ -167,8 +167,10 @@ class CpuAccount:
         self._start = self._read()
 
     def _read(self) -> tuple[float, ...]:
-        processes = tuple(
-            measure.cpu_seconds(pid) if pid is not None else 0.0 for pid in self._pids
+        consumer, *others = self._pids
+        processes = (
+            measure.tree_cpu_seconds(consumer),
+            *(measure.cpu_seconds(pid) if pid is not None else 0.0 for pid in others),
         )
         return (*processes, measure.own_cpu_seconds(), measure.machine_busy_seconds())
 

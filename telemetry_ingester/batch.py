@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from . import writer as outcomes
 from .backoff import backoff_delay
-from .mapping import MappedMessage
 from .metrics import HealthState, Metrics
 from .writer import InfluxWriter, WriteOutcome
 
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 CONFIG_ERROR_LOG_INTERVAL_SECONDS = 60.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Delivery:
     """One message from RabbitMQ, with what the consumer needs to settle it."""
 
@@ -37,12 +36,47 @@ class Delivery:
     # pika.BasicProperties, kept as they came for dead-lettering.
     properties: object
     redelivered: bool
-    mapped: MappedMessage | None = None
+    # Unix nanoseconds when the consumer received it: the point time when
+    # the message has neither ``ts`` nor an AMQP timestamp.
+    received_ns: int
+
+
+@dataclass
+class Batch:
+    """Valid deliveries with their line protocol, ready to write.
+
+    The lists run in parallel: ``chunks[i]`` is the line protocol of
+    ``deliveries[i]`` (its lines joined by newlines, UTF-8), ``bots[i]`` its
+    bot and ``points[i]`` its number of lines.
+    """
+
+    deliveries: list[Delivery]
+    chunks: list[bytes]
+    bots: list[str]
+    points: list[int]
+
+    def body(self) -> bytes:
+        """Return the request body: every chunk, one line protocol line after another."""
+        return b"\n".join(self.chunks)
+
+    def halves(self) -> tuple["Batch", "Batch"]:
+        middle = len(self.deliveries) // 2
+        return (
+            Batch(
+                self.deliveries[:middle], self.chunks[:middle], self.bots[:middle],
+                self.points[:middle],
+            ),
+            Batch(
+                self.deliveries[middle:], self.chunks[middle:], self.bots[middle:],
+                self.points[middle:],
+            ),
+        )
 
 
 @dataclass
 class Rejection:
     delivery: Delivery
+    bot: str
     outcome: WriteOutcome
 
 
@@ -52,14 +86,6 @@ class BatchResult:
     points_written: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     abandoned: bool = False
-
-
-def encode_body(deliveries: list[Delivery]) -> bytes:
-    """Join the line protocol of ``deliveries`` into one request body."""
-    lines = []
-    for delivery in deliveries:
-        lines.extend(delivery.mapped.lines)
-    return "\n".join(lines).encode("utf-8")
 
 
 class BatchWriter:
@@ -81,16 +107,14 @@ class BatchWriter:
         self._failures = 0
         self._last_config_log = float("-inf")
 
-    def write(self, deliveries: list[Delivery], abort: threading.Event) -> BatchResult:
-        """Write ``deliveries`` until stored, rejected or ``abort`` is set."""
+    def write(self, batch: Batch, abort: threading.Event) -> BatchResult:
+        """Write ``batch`` until stored, rejected or ``abort`` is set."""
         result = BatchResult()
-        self._write_group(deliveries, abort, result)
+        self._write_group(batch, abort, result)
         return result
 
-    def _write_group(
-        self, group: list[Delivery], abort: threading.Event, result: BatchResult
-    ) -> None:
-        body = encode_body(group)
+    def _write_group(self, group: Batch, abort: threading.Event, result: BatchResult) -> None:
+        body = group.body()
         while not abort.is_set():
             started = time.perf_counter()
             outcome = self._writer.write(body)
@@ -114,7 +138,7 @@ class BatchWriter:
             self._metrics.write_retries.inc()
         result.abandoned = True
 
-    def _stored(self, group: list[Delivery], result: BatchResult) -> None:
+    def _stored(self, group: Batch, result: BatchResult) -> None:
         if self._failures:
             log.info(
                 "ingest resumed: InfluxDB at %s accepted a write after %d failed attempts",
@@ -124,35 +148,33 @@ class BatchWriter:
         self._failures = 0
         self._health.write_succeeded()
         self._metrics.last_write_success.set(time.time())
-        points = sum(len(delivery.mapped.lines) for delivery in group)
-        result.messages_written += len(group)
-        result.points_written += points
+        result.messages_written += len(group.deliveries)
+        result.points_written += sum(group.points)
 
     def _split(
         self,
-        group: list[Delivery],
+        group: Batch,
         outcome: WriteOutcome,
         abort: threading.Event,
         result: BatchResult,
     ) -> None:
-        if len(group) == 1:
-            result.rejected.append(Rejection(group[0], outcome))
+        if len(group.deliveries) == 1:
+            result.rejected.append(Rejection(group.deliveries[0], group.bots[0], outcome))
             return
         log.info(
             "ingest: InfluxDB rejected a batch of %d messages (HTTP %s: %s); "
             "splitting it to find the messages at fault",
-            len(group),
+            len(group.deliveries),
             outcome.status,
             outcome.detail[:200],
         )
-        middle = len(group) // 2
-        for half in (group[:middle], group[middle:]):
+        for half in group.halves():
             self._write_group(half, abort, result)
             if result.abandoned:
                 return
 
-    def _log_failure(self, group: list[Delivery], outcome: WriteOutcome, delay: float) -> None:
-        tags = f"{group[0].tag}-{group[-1].tag}"
+    def _log_failure(self, group: Batch, outcome: WriteOutcome, delay: float) -> None:
+        tags = f"{group.deliveries[0].tag}-{group.deliveries[-1].tag}"
         if outcome.kind == outcomes.CONFIG:
             now = time.monotonic()
             if now - self._last_config_log < CONFIG_ERROR_LOG_INTERVAL_SECONDS:
@@ -166,7 +188,7 @@ class BatchWriter:
                 outcome.status,
                 outcome.detail,
                 outcome.variable,
-                len(group),
+                len(group.deliveries),
                 tags,
                 delay,
             )
@@ -177,7 +199,7 @@ class BatchWriter:
             self._writer.target,
             f"HTTP {outcome.status}: " if outcome.status else "",
             outcome.detail,
-            len(group),
+            len(group.deliveries),
             tags,
             self._failures,
             delay,

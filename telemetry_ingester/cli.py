@@ -335,6 +335,7 @@ def run_daemon(env) -> int:
     from .batch import BatchWriter
     from .consumer import Consumer
     from .health import HealthServer
+    from .mapper import start_mapper
     from .metrics import HealthState, Metrics
     from .writer import InfluxWriter
 
@@ -371,10 +372,15 @@ def run_daemon(env) -> int:
             return EXIT_CONFIG
         server.start()
 
+    mapper = start_mapper(settings.uses_mapping_process)
     writer = InfluxWriter(settings)
-    consumer = Consumer(settings, BatchWriter(writer, metrics, health), metrics, health, stop)
-    consumer.run()
-
+    consumer = Consumer(
+        settings, BatchWriter(writer, metrics, health), mapper, metrics, health, stop
+    )
+    try:
+        consumer.run()
+    finally:
+        mapper.close()
     writer.close()
     if server is not None:
         server.stop()

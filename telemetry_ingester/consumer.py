@@ -2,17 +2,22 @@
 
 One ``BlockingConnection`` with two channels: one consumes the telemetry
 queue, the other publishes dead letters with publisher confirms. Only the
-thread that runs ``Consumer.run`` touches them. Writes to InfluxDB run on one
-write thread, so heartbeats and deliveries keep flowing while a write is slow
-or retrying, and the next batch fills while the current one is written.
+thread that runs ``Consumer.run`` touches them. A batch is mapped to line
+protocol on the map thread (which waits for the mapping process of
+mapper.py), or on the consume thread with a small prefetch window, and then
+written to InfluxDB on the write thread. So heartbeats and deliveries keep
+flowing while a write is slow or retrying, and the next batch is mapped
+while the current one is written.
 
 Settling rules:
 
 - A message that can never be written is published to the dead-letter queue,
-  confirmed by the broker, and only then acked on its own.
-- A batch is acked with ``multiple=True`` up to its highest delivery tag after
-  InfluxDB stored it. Every lower tag is by then settled: earlier batches were
-  acked first and dead letters are settled as soon as they arrive.
+  confirmed by the broker, and then acked on its own, as soon as its batch
+  is mapped.
+- A batch is acked with ``multiple=True`` up to its highest delivery tag
+  that is still unacked, after InfluxDB stored its valid messages. Every
+  lower tag is by then settled, because batches are acked in order and
+  invalid messages are settled before the batch that contains them.
 - Nothing is ever acked on a channel other than the one that delivered it.
 """
 
@@ -26,6 +31,7 @@ import random
 import ssl
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -33,8 +39,9 @@ import pika
 import pika.exceptions
 
 from .backoff import backoff_delay
-from .batch import BatchResult, BatchWriter, Delivery
-from .mapping import InvalidMessage, map_message
+from .batch import Batch, BatchResult, BatchWriter, Delivery
+from .mapper import InProcessMapper, MappedBatch, ProcessMapper
+from .mapping import InvalidMessage
 from .metrics import HealthState, Metrics
 from .settings import Settings
 
@@ -43,6 +50,9 @@ log = logging.getLogger(__name__)
 # Maximum wait inside pika's event loop before the loop checks for a stop
 # request, a finished write or a due flush.
 POLL_INTERVAL_SECONDS = 0.2
+# Batches handed on at once: one can be written while the next is mapped.
+# The prefetch window has room for two full batches (see Consumer._flush_size).
+MAX_BATCHES_IN_FLIGHT = 2
 # How often an "ingest stats" summary line is logged at INFO.
 STATS_INTERVAL_SECONDS = 60.0
 # Maximum length of the body prefix shown in a log line.
@@ -80,10 +90,21 @@ class PendingBatch:
             self.started = time.monotonic()
         self.deliveries.append(delivery)
 
+    def split(self, size: int) -> "PendingBatch":
+        """Remove the first ``size`` deliveries and return them as a batch of their own."""
+        head = PendingBatch(self.deliveries[:size], self.started)
+        del self.deliveries[:size]
+        if self.deliveries:
+            # The monotonic arrival time of the new oldest delivery, derived
+            # from its Unix receipt time.
+            age_ns = time.time_ns() - self.deliveries[0].received_ns
+            self.started = time.monotonic() - max(0, age_ns) / 1e9
+        return head
+
 
 @dataclass
-class InflightWrite:
-    """A batch handed to the write thread."""
+class InflightBatch:
+    """A batch handed to the map thread, which hands it on to the write thread."""
 
     session: "Session"
     deliveries: list[Delivery]
@@ -98,8 +119,8 @@ class InflightWrite:
         return self.deliveries[-1].tag
 
 
-class WriteWorker:
-    """One daemon thread that runs write jobs in order.
+class Worker:
+    """One daemon thread that runs jobs in order.
 
     A daemon thread, so a write stuck in its HTTP timeout cannot hold the
     process past the shutdown bound. One long-lived thread costs less than a
@@ -107,9 +128,9 @@ class WriteWorker:
     PREFETCH_COUNT 20 (bench/run.py, docs/benchmarks.md).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="influx-write", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, function, *args) -> None:
@@ -181,27 +202,41 @@ class Consumer:
         self,
         settings: Settings,
         batch_writer: BatchWriter,
+        mapper: InProcessMapper | ProcessMapper,
         metrics: Metrics,
         health: HealthState,
         stop: threading.Event,
     ) -> None:
         self._settings = settings
         self._batch_writer = batch_writer
+        self._mapper = mapper
         self._metrics = metrics
         self._health = health
         self._stop = stop
         self._rng = random.Random()
         self._session: Session | None = None
-        self._worker = WriteWorker()
+        self._map_worker, self._write_worker = new_workers()
         self._pending = PendingBatch()
-        self._dead: list[tuple[Delivery, InvalidMessage]] = []
-        self._inflight: InflightWrite | None = None
+        # Batches handed on and not yet settled, oldest first.
+        self._inflight: deque[InflightBatch] = deque()
+        # Invalid messages of mapped batches, from the map thread.
+        self._invalid: queue.SimpleQueue = queue.SimpleQueue()
+        # Tags of inflight batches that were dead-lettered and acked on their own.
+        self._settled_tags: set[int] = set()
+        # Used only by the thread that maps.
         self._converted_bots: set[str] = set()
         self._stats = {"received": 0, "written": 0, "points": 0, "dead": 0}
+        # Counted per delivery and added to the Prometheus counters once per
+        # loop, which costs less than a counter update per delivery.
+        self._received = 0
+        self._redelivered = 0
         self._last_stats = time.monotonic()
         # A batch flushes without waiting for the interval once it fills half
         # the prefetch window, so the other half can arrive during its write.
         self._flush_size = max(1, settings.prefetch_count // 2)
+        # With a small window a batch takes every message in hand instead
+        # (see LARGE_WINDOW_PREFETCH in settings.py).
+        self._batch_size = self._flush_size if settings.large_window else settings.prefetch_count
 
     # -- life cycle -------------------------------------------------------
 
@@ -239,7 +274,8 @@ class Consumer:
                 self._session.close()
                 self._session = None
 
-        self._worker.retire()
+        self._map_worker.retire()
+        self._write_worker.retire()
         self._log_stats(final=True)
 
     def _open_session(self) -> Session:
@@ -318,10 +354,12 @@ class Consumer:
 
             session.connection.process_data_events(time_limit=self._poll_time())
             self._health.progress()
+            self._count_received()
             session.raise_if_channel_closed()
-            self._settle_dead_letters(session)
-            self._finish_write(session)
-            self._start_write_if_due(session, draining=deadline is not None)
+            # Invalid messages first: a batch's ack may cover their tags.
+            self._settle_invalid(session)
+            self._finish_writes(session)
+            self._start_batches(session, draining=deadline is not None)
 
             if deadline is not None:
                 if self._held_count() == 0:
@@ -335,10 +373,8 @@ class Consumer:
             self._log_stats()
 
     def _poll_time(self) -> float:
-        if self._inflight is not None:
-            # The write thread wakes the loop when it finishes.
-            return POLL_INTERVAL_SECONDS
-        if self._pending.deliveries:
+        # The map and write threads wake the loop when a batch is done.
+        if self._pending.deliveries and len(self._inflight) < MAX_BATCHES_IN_FLIGHT:
             due = self._pending.started + self._settings.flush_interval_seconds
             return min(POLL_INTERVAL_SECONDS, max(0.0, due - time.monotonic()))
         return POLL_INTERVAL_SECONDS
@@ -359,29 +395,25 @@ class Consumer:
         return requested_at + self._settings.shutdown_timeout_seconds
 
     def _on_message(self, channel, method, properties, body: bytes) -> None:
-        received_ns = time.time_ns()
-        self._metrics.messages_received.inc()
-        self._stats["received"] += 1
+        # Called for every delivery: it only keeps the delivery. Mapping
+        # happens per batch (see _start_batches).
+        self._received += 1
         if method.redelivered:
-            self._metrics.redeliveries.inc()
-        delivery = Delivery(method.delivery_tag, body, properties, method.redelivered)
+            self._redelivered += 1
+        self._pending.add(
+            Delivery(method.delivery_tag, body, properties, method.redelivered, time.time_ns())
+        )
 
-        try:
-            delivery.mapped = map_message(body, properties.timestamp, received_ns)
-        except InvalidMessage as error:
-            self._dead.append((delivery, error))
-            return
-
-        mapped = delivery.mapped
-        if mapped.skipped_fields:
-            self._metrics.fields_skipped.inc(mapped.skipped_fields)
-        if mapped.converted_from:
-            self._note_conversion(mapped.bot, mapped.converted_from, delivery.tag)
-        self._metrics.robot_seen(mapped.bot, received_ns / 1e9)
-        self._pending.add(delivery)
+    def _count_received(self) -> None:
+        if self._received:
+            self._metrics.messages_received.inc(self._received)
+            self._stats["received"] += self._received
+            self._received = 0
+        if self._redelivered:
+            self._metrics.redeliveries.inc(self._redelivered)
+            self._redelivered = 0
 
     def _note_conversion(self, bot: str, unit: str, tag: int) -> None:
-        self._metrics.timestamps_converted.labels(unit).inc()
         if bot in self._converted_bots or len(self._converted_bots) >= 10_000:
             return
         self._converted_bots.add(bot)
@@ -395,57 +427,115 @@ class Consumer:
 
     # -- writing and settling ---------------------------------------------
 
-    def _start_write_if_due(self, session: Session, draining: bool) -> None:
-        if self._inflight is not None or not self._pending.deliveries:
-            return
-        pending = self._pending
-        age = time.monotonic() - pending.started
-        if not (
-            draining
-            or len(pending.deliveries) >= self._flush_size
-            or age >= self._settings.flush_interval_seconds
-        ):
-            return
+    def _start_batches(self, session: Session, draining: bool) -> None:
+        while self._pending.deliveries and len(self._inflight) < MAX_BATCHES_IN_FLIGHT:
+            age = time.monotonic() - self._pending.started
+            if not (
+                draining
+                or len(self._pending.deliveries) >= self._flush_size
+                or age >= self._settings.flush_interval_seconds
+            ):
+                return
 
-        self._pending = PendingBatch()
-        abort = threading.Event()
-        future: Future = Future()
-        self._worker.submit(self._write_on_thread, pending.deliveries, abort, future, session)
-        self._inflight = InflightWrite(
-            session, pending.deliveries, future, abort, time.monotonic(), pending.started
-        )
+            # The rest stays pending and can fill while this batch is mapped
+            # and written.
+            pending = self._pending.split(self._batch_size)
+            batch = InflightBatch(
+                session, pending.deliveries, Future(), threading.Event(), time.monotonic(),
+                pending.started,
+            )
+            self._inflight.append(batch)
+            # The write worker is bound now: a batch of a retired pair of
+            # workers must not reach their replacements.
+            if isinstance(self._mapper, InProcessMapper):
+                # Mapping here costs less than a hand-over to the map thread,
+                # which would need the GIL anyway.
+                self._map_and_hand_on(batch, self._write_worker)
+            else:
+                self._map_worker.submit(self._map_and_hand_on, batch, self._write_worker)
 
-    def _write_on_thread(
-        self, deliveries: list[Delivery], abort: threading.Event, future: Future, session: Session
-    ) -> None:
+    def _map_and_hand_on(self, batch: InflightBatch, write_worker: Worker) -> None:
+        """Map ``batch`` and queue its write; on the map thread or, in-process, the consume thread."""
         try:
-            future.set_result(self._batch_writer.write(deliveries, abort))
-        except BaseException as error:  # handed to the consume loop, which re-raises it
-            future.set_exception(error)
-        # Wake the consume loop: add_callback_threadsafe is the one pika call
-        # allowed from another thread.
-        try:
-            session.connection.add_callback_threadsafe(lambda: None)
-        except BROKER_ERRORS:
-            pass
-
-    def _finish_write(self, session: Session) -> None:
-        inflight = self._inflight
-        if inflight is None or not inflight.future.done():
+            mapped = self._map_batch(batch.deliveries, batch.abort)
+        except BaseException as error:  # handed to the consume loop, which logs it
+            batch.future.set_exception(error)
+            wake(batch.session)
             return
-        self._inflight = None
+        if mapped is None:
+            batch.future.set_result(BatchResult(abandoned=True))
+            wake(batch.session)
+            return
+        valid, invalid = mapped
+        if invalid:
+            # Dead-lettered by the consume thread before this batch can be
+            # acked, and without waiting for the write.
+            self._invalid.put((batch, invalid))
+            wake(batch.session)
+        write_worker.submit(self._write_on_thread, batch, valid)
+
+    def _write_on_thread(self, batch: InflightBatch, valid: Batch) -> None:
+        try:
+            result = (
+                self._batch_writer.write(valid, batch.abort) if valid.deliveries else BatchResult()
+            )
+            batch.future.set_result(result)
+        except BaseException as error:  # handed to the consume loop, which logs it
+            batch.future.set_exception(error)
+        wake(batch.session)
+
+    def _map_batch(
+        self, deliveries: list[Delivery], abort: threading.Event
+    ) -> tuple[Batch, list[tuple[Delivery, InvalidMessage]]] | None:
+        """Map ``deliveries`` and return the valid and the invalid ones, or None if abandoned."""
+        requests = [
+            (delivery.body, delivery.properties.timestamp, delivery.received_ns)
+            for delivery in deliveries
+        ]
+        mapped = self._mapper.map(requests, abort)
+        if mapped is None:
+            return None
+
+        valid = deliveries
+        invalid = [
+            (deliveries[index], InvalidMessage(reason, detail, bot))
+            for index, reason, detail, bot in mapped.invalid
+        ]
+        if invalid:
+            invalid_indexes = {index for index, *_ in mapped.invalid}
+            valid = [d for index, d in enumerate(deliveries) if index not in invalid_indexes]
+        self._count_mapped(mapped, deliveries)
+        return Batch(valid, mapped.chunks, mapped.bots, mapped.points), invalid
+
+    def _count_mapped(self, mapped: MappedBatch, deliveries: list[Delivery]) -> None:
+        if mapped.skipped_fields:
+            self._metrics.fields_skipped.inc(mapped.skipped_fields)
+        for unit, count in mapped.converted.items():
+            self._metrics.timestamps_converted.labels(unit).inc(count)
+        for bot, (unit, index) in mapped.first_conversions.items():
+            self._note_conversion(bot, unit, deliveries[index].tag)
+        # One update per robot and batch, not per message.
+        for bot, received_ns in mapped.last_seen.items():
+            self._metrics.robot_seen(bot, received_ns / 1e9)
+
+    def _finish_writes(self, session: Session) -> None:
+        """Settle the finished batches at the head of the queue, in delivery order."""
+        while self._inflight and self._inflight[0].future.done():
+            self._finish_write(session, self._inflight.popleft())
+
+    def _finish_write(self, session: Session, inflight: InflightBatch) -> None:
         try:
             result: BatchResult = inflight.future.result()
         except Exception:
             # A failure the writer did not classify is a bug, not a reason to
             # exit: the messages go back to the queue and the daemon goes on.
             log.exception(
-                "ingest error: writing delivery tags %d-%d failed unexpectedly",
+                "ingest error: mapping or writing delivery tags %d-%d failed unexpectedly",
                 inflight.deliveries[0].tag,
                 inflight.max_tag,
             )
             if inflight.session is session:
-                self._inflight = inflight
+                self._inflight.appendleft(inflight)
                 self._give_back(session, "the write failed unexpectedly")
             return
         if result.abandoned or inflight.session is not session:
@@ -455,8 +545,13 @@ class Consumer:
             outcome = rejection.outcome
             reason = REASON_TOO_LARGE if outcome.kind == "too_large" else REASON_REJECTED
             detail = f"InfluxDB answered HTTP {outcome.status}: {outcome.detail}"
-            self._dead_letter(session, rejection.delivery, reason, detail, ack=False)
-        session.channel.basic_ack(inflight.max_tag, multiple=True)
+            self._dead_letter(session, rejection.delivery, reason, detail, rejection.bot)
+        # A multiple ack must name a tag that is still unacked, and the
+        # batch's invalid messages were acked on their own.
+        ack_tag = self._max_unsettled_tag(inflight.deliveries)
+        if ack_tag is not None:
+            session.channel.basic_ack(ack_tag, multiple=True)
+        self._settled_tags = {tag for tag in self._settled_tags if tag > inflight.max_tag}
 
         outcome = "split" if result.rejected else "written"
         self._metrics.batches.labels(outcome).inc()
@@ -480,11 +575,27 @@ class Consumer:
             time.monotonic() - inflight.started,
         )
 
-    def _settle_dead_letters(self, session: Session) -> None:
-        while self._dead:
-            delivery, error = self._dead[0]
-            self._dead_letter(session, delivery, error.reason, error.detail, bot=error.bot)
-            self._dead.pop(0)
+    def _settle_invalid(self, session: Session) -> None:
+        """Dead-letter and ack each invalid message that the map thread found."""
+        while True:
+            try:
+                batch, invalid = self._invalid.get_nowait()
+            except queue.Empty:
+                return
+            if batch.session is not session or batch.abort.is_set():
+                # Given back or from an old connection: the broker redelivers them.
+                continue
+            for delivery, error in invalid:
+                self._dead_letter(session, delivery, error.reason, error.detail, error.bot)
+                session.channel.basic_ack(delivery.tag)
+                self._settled_tags.add(delivery.tag)
+
+    def _max_unsettled_tag(self, deliveries: list[Delivery]) -> int | None:
+        """Return the highest delivery tag in ``deliveries`` that is not yet acked, if any."""
+        for delivery in reversed(deliveries):
+            if delivery.tag not in self._settled_tags:
+                return delivery.tag
+        return None
 
     def _dead_letter(
         self,
@@ -492,13 +603,13 @@ class Consumer:
         delivery: Delivery,
         reason: str,
         detail: str,
-        bot: str | None = None,
-        ack: bool = True,
+        bot: str | None,
     ) -> None:
-        """Publish ``delivery`` to the dead-letter queue, wait for the confirm, then ack.
+        """Publish ``delivery`` to the dead-letter queue and wait for the confirm.
 
-        A publish the broker does not confirm raises, and the message stays
-        unacked, so the broker redelivers it after the reconnect.
+        The caller acks it afterwards. A publish the broker does not confirm
+        raises, and the message stays unacked, so the broker redelivers it
+        after the reconnect.
         """
         properties = copy.copy(delivery.properties)
         headers = dict(properties.headers or {})
@@ -519,13 +630,9 @@ class Consumer:
             properties=properties,
             mandatory=True,
         )
-        if ack:
-            session.channel.basic_ack(delivery.tag)
 
         self._metrics.dead_letters.labels(reason).inc()
         self._stats["dead"] += 1
-        if bot is None and delivery.mapped is not None:
-            bot = delivery.mapped.bot
         log.warning(
             "ingest error: delivery tag %d bot %s moved to %s, reason %s: %s; body %d bytes %s",
             delivery.tag,
@@ -538,20 +645,19 @@ class Consumer:
         )
 
     def _give_back_if_held_too_long(self, session: Session) -> None:
-        inflight = self._inflight
         # MAX_HOLD_SECONDS (15 minutes by default) must stay below RabbitMQ's
         # consumer_timeout (30 minutes by default): past it the broker closes
         # the channel, and giving the messages back first is the gentler way.
         hold = self._settings.max_hold_seconds
-        if inflight is None or time.monotonic() - inflight.oldest < hold:
+        if not self._inflight or time.monotonic() - self._inflight[0].oldest < hold:
             return
         self._give_back(session, f"InfluxDB has not accepted them for {hold:.0f} s")
 
     def _give_back(self, session: Session, reason: str) -> None:
         """Return every unacked message to the queue with one requeue."""
         count = self._held_count()
-        if self._inflight is not None:
-            self._inflight.abort.set()
+        for batch in self._inflight:
+            batch.abort.set()
         if count:
             # multiple=True up to the highest tag in hand covers every delivery
             # we hold; tag 0 would also return deliveries pika has received
@@ -564,28 +670,35 @@ class Consumer:
         self._forget_deliveries()
 
     def _forget_deliveries(self) -> None:
-        if self._inflight is not None:
-            self._inflight.abort.set()
-            if not self._inflight.future.done():
-                # The abandoned write may sit in its HTTP timeout; the next
-                # batch gets a fresh thread instead of waiting behind it.
-                self._worker.retire()
-                self._worker = WriteWorker()
-        self._inflight = None
+        busy = False
+        for batch in self._inflight:
+            batch.abort.set()
+            busy = busy or not batch.future.done()
+        if busy:
+            # An abandoned write may sit in its HTTP timeout; the next batch
+            # gets fresh threads instead of waiting behind it.
+            self._map_worker.retire()
+            self._write_worker.retire()
+            self._map_worker, self._write_worker = new_workers()
+        self._inflight.clear()
         self._pending = PendingBatch()
-        self._dead.clear()
+        self._settled_tags.clear()
+        while not self._invalid.empty():
+            self._invalid.get_nowait()
 
-    def _max_tag_in_hand(self) -> int:
-        tags = [delivery.tag for delivery, _ in self._dead]
+    def _max_tag_in_hand(self) -> int | None:
+        """Return the highest unacked delivery tag in hand, or None when every one is acked."""
         if self._pending.deliveries:
-            tags.append(self._pending.deliveries[-1].tag)
-        if self._inflight is not None:
-            tags.append(self._inflight.max_tag)
-        return max(tags)
+            return self._pending.deliveries[-1].tag
+        for batch in reversed(self._inflight):
+            tag = self._max_unsettled_tag(batch.deliveries)
+            if tag is not None:
+                return tag
+        return None
 
     def _held_count(self) -> int:
-        inflight = len(self._inflight.deliveries) if self._inflight else 0
-        return inflight + len(self._pending.deliveries) + len(self._dead)
+        inflight = sum(len(batch.deliveries) for batch in self._inflight)
+        return inflight + len(self._pending.deliveries) - len(self._settled_tags)
 
     # -- logging ----------------------------------------------------------
 
@@ -609,6 +722,22 @@ class Consumer:
     def _broker_address(self) -> str:
         s = self._settings
         return f"{s.rabbitmq_host}:{s.rabbitmq_port} vhost {s.rabbitmq_vhost}"
+
+
+def new_workers() -> tuple[Worker, Worker]:
+    """Start the map thread and the write thread."""
+    return Worker("ingester-map"), Worker("influx-write")
+
+
+def wake(session: Session) -> None:
+    """Wake the consume loop from another thread.
+
+    add_callback_threadsafe is the one pika call allowed from another thread.
+    """
+    try:
+        session.connection.add_callback_threadsafe(lambda: None)
+    except BROKER_ERRORS:
+        pass
 
 
 def connection_parameters(settings: Settings, connection_name: str) -> pika.ConnectionParameters:

@@ -23,6 +23,13 @@ INFLUX_APIS = ("v2", "v1")
 # basic.qos carries prefetch-count as a 16-bit number.
 MAX_QUEUE_NAME_BYTES = 255
 MAX_PREFETCH_COUNT = 65535
+# From this PREFETCH_COUNT up the consumer works in large batches: a batch
+# contains at most half the prefetch window, so one half can arrive while the other is
+# mapped and written, and MAPPING_PROCESS=auto maps in a helper process.
+# Below it the cost of an HTTP request or a hand-over to the helper per batch
+# outweighs that overlap (measured by bench/run.py, docs/benchmarks.md).
+LARGE_WINDOW_PREFETCH = 200
+MAPPING_PROCESS_CHOICES = ("auto", "true", "false")
 # RabbitMQ's port for AMQP over TLS, the default when RABBITMQ_TLS is on.
 AMQPS_PORT = 5671
 
@@ -76,6 +83,8 @@ class Settings:
     dead_letter_max_length: int = 100_000
     prefetch_count: int = 20
     flush_interval_seconds: float = 0.1
+    # "auto", "true" or "false": see uses_mapping_process.
+    mapping_process: str = "auto"
     influx_api: str = "v2"
     influx_url: str = "http://localhost:8086"
     influx_token: Secret = field(default_factory=lambda: Secret(""))
@@ -125,6 +134,9 @@ class Settings:
             ),
             flush_interval_seconds=reader.number(
                 "FLUSH_INTERVAL_SECONDS", cls.flush_interval_seconds, 0.001, 60.0
+            ),
+            mapping_process=reader.choice(
+                "MAPPING_PROCESS", cls.mapping_process, MAPPING_PROCESS_CHOICES
             ),
             influx_api=reader.choice("INFLUX_API", cls.influx_api, INFLUX_APIS),
             influx_url=reader.url("INFLUX_URL", cls.influx_url),
@@ -180,6 +192,18 @@ class Settings:
                 "INFLUX_TOKEN is missing: set it to an InfluxDB API token with "
                 "write access to the bucket (for INFLUX_API=v1, 'user:password')"
             )
+
+    @property
+    def large_window(self) -> bool:
+        """Whether PREFETCH_COUNT is large enough to split the window (LARGE_WINDOW_PREFETCH)."""
+        return self.prefetch_count >= LARGE_WINDOW_PREFETCH
+
+    @property
+    def uses_mapping_process(self) -> bool:
+        """Whether messages are mapped in a helper process: MAPPING_PROCESS, where auto means a large window."""
+        if self.mapping_process == "auto":
+            return self.large_window
+        return self.mapping_process == "true"
 
     def describe(self) -> str:
         """Return every setting as ``name=value`` pairs, secrets masked."""
