@@ -6,20 +6,27 @@ they share the GIL with pika's frame decoding. ``ProcessMapper`` runs
 ``map_message`` in a helper process, so the consumer thread mostly receives
 and acks while the helper maps. ``InProcessMapper`` maps on the calling thread.
 
-The helper is a ``multiprocessing`` "spawn" child: it starts from a fresh
-interpreter, so it inherits no pika connection and no threads. It ignores
-SIGINT and SIGTERM, because a Ctrl-C in a terminal reaches the whole process
-group and the parent still needs the helper while it drains. It exits when
-its pipe to the parent closes, which also happens when the parent is killed.
+The helper is ``python -m telemetry_ingester.mapper FD``, started with
+``subprocess``: a fresh interpreter that inherits no pika connection and no
+threads, and one socket (FD) to the parent that carries pickled batches with
+``multiprocessing.connection`` framing. It runs in a session of its own
+and ignores SIGINT and SIGTERM, because the parent still needs it while it
+drains after such a signal, and a Ctrl-C in a terminal reaches the whole
+foreground process group. It exits when its socket to the parent closes,
+which also happens when the parent is killed.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +49,9 @@ ABORT_CHECK_SECONDS = 0.1
 HELPER_TIMEOUT_SECONDS = 60.0
 # Time a helper gets to exit after its pipe closes, before it is killed.
 HELPER_EXIT_SECONDS = 2.0
+# The folder that contains the telemetry_ingester package, the helper's
+# working folder, so that ``python -m`` finds the package when it is not installed.
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
 
 class MapperError(Exception):
@@ -128,11 +138,16 @@ class ProcessMapper:
     batch sent once more. A batch that fails twice raises ``MapperError``.
     """
 
-    def __init__(self) -> None:
-        self._context = multiprocessing.get_context("spawn")
+    def __init__(self, timeout: float = HELPER_TIMEOUT_SECONDS) -> None:
+        self._timeout = timeout
         self._lock = threading.Lock()
-        self._process = None
-        self._connection = None
+        self._process: subprocess.Popen | None = None
+        self._connection: Connection | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The helper's process id, or None while no helper runs."""
+        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
         """Start the helper now, so a failure to start shows at start-up."""
@@ -145,7 +160,7 @@ class ProcessMapper:
                 return self._map_once(requests, abort)
             except MapperError as error:
                 log.error("ingest error: %s; starting a new mapping process", error)
-                self._stop()
+                self._stop(kill=True)
             return self._map_once(requests, abort)
 
     def close(self) -> None:
@@ -161,50 +176,65 @@ class ProcessMapper:
             while not self._connection.poll(ABORT_CHECK_SECONDS):
                 waited += ABORT_CHECK_SECONDS
                 if abort.is_set():
-                    self._stop()
+                    self._stop(kill=True)
                     return None
-                if waited >= HELPER_TIMEOUT_SECONDS:
+                if waited >= self._timeout:
                     raise MapperError(
                         f"the mapping process (pid {self._process.pid}) has not replied "
-                        f"in {HELPER_TIMEOUT_SECONDS:.0f} s"
+                        f"in {self._timeout:g} s"
                     )
             status, payload = self._connection.recv()
         except (EOFError, OSError) as error:
-            self._process.join(HELPER_EXIT_SECONDS)
+            try:
+                code = self._process.wait(HELPER_EXIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                code = None
             raise MapperError(
-                f"the mapping process (pid {self._process.pid}) exited with code "
-                f"{self._process.exitcode} ({type(error).__name__})"
+                f"the mapping process (pid {self._process.pid}) exited with code {code} "
+                f"({type(error).__name__})"
             ) from None
         if status != "ok":
             raise MapperError(f"mapping a batch of {len(requests)} messages failed: {payload}")
         return payload
 
     def _start(self) -> None:
-        parent_end, child_end = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=serve, args=(child_end,), name="ingester-mapping", daemon=True
-        )
-        process.start()
-        # The parent keeps only its own end, so the helper reads EOF when the
-        # parent closes it or dies.
-        child_end.close()
+        parent_end, child_end = socket.socketpair()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "telemetry_ingester.mapper", str(child_end.fileno())],
+                pass_fds=(child_end.fileno(),),
+                cwd=PACKAGE_PARENT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            # The parent keeps only its own end, so the helper reads EOF when
+            # the parent closes it or dies.
+            child_end.close()
         self._process = process
-        self._connection = parent_end
+        self._connection = Connection(parent_end.detach())
         log.info("Started the mapping process (pid %d)", process.pid)
 
-    def _stop(self) -> None:
+    def _stop(self, kill: bool = False) -> None:
+        """Close the socket and wait for the helper to exit; kill it at once if ``kill``."""
         if self._process is None:
             return
         self._connection.close()
-        self._process.join(HELPER_EXIT_SECONDS)
-        if self._process.is_alive():
+        if kill:
             self._process.kill()
-            self._process.join()
+        try:
+            self._process.wait(HELPER_EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
         self._process = None
         self._connection = None
 
 
-def serve(connection) -> None:
+def serve(connection: Connection) -> None:
     """Run in the helper: map each batch that arrives until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -217,4 +247,16 @@ def serve(connection) -> None:
             reply = ("ok", map_batch(requests))
         except Exception:  # sent to the parent, which logs it and gives the batch back
             reply = ("error", traceback.format_exc(limit=5))
-        connection.send(reply)
+        try:
+            connection.send(reply)
+        except OSError:
+            # The parent closed its end or died while this batch was mapped.
+            return
+
+
+if __name__ == "__main__":
+    # Run the package's module, not this __main__ copy, so that the replies
+    # pickle MappedBatch under its importable name.
+    from telemetry_ingester import mapper
+
+    mapper.serve(Connection(int(sys.argv[1])))

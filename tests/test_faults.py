@@ -19,6 +19,9 @@ and skip when they stay.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -773,3 +776,38 @@ def test_two_ingesters_one_killed(broker, queue, victoria, tmp_path):
     assert survivor_running
     assert "ingest ok" in survivor_log
     assert survivor_code == 0
+
+
+# ---------------------------------------------------------------------------
+# The mapping process fails
+
+
+def test_mapping_process_killed_mid_stream(broker, queue, victoria, tmp_path):
+    """SIGKILL to the helper that maps batches: a new one starts, nothing is lost."""
+    workload = Workload(
+        "mapper-" + queue[-6:], good=300, bad_at={30: "not_json", 200: "unknown_type"}
+    )
+    # PREFETCH_COUNT 200 maps in the helper process (MAPPING_PROCESS=auto).
+    env = ingester_env(queue, victoria.url, PREFETCH_COUNT="200")
+
+    with IngesterProcess(env, tmp_path) as ingester:
+        log = ingester.wait_for_log("Started the mapping process")
+        helper_pid = int(re.search(r"Started the mapping process \(pid (\d+)\)", log)[1])
+        workload.publish(broker, queue, 0, 150, pause=0.002)
+        ingester.wait_for_log("ingest ok")
+        os.kill(helper_pid, signal.SIGKILL)
+        workload.publish(broker, queue, 150, None, pause=0.002)
+
+        wait_for_victoria(workload, victoria)
+        wait_for_drain(broker, queue)
+        log = ingester.log_text()
+        code = ingester.stop()
+
+    assert_nothing_lost(
+        "mapping_process_killed", workload, workload.victoria_points(victoria),
+        dead_letters(broker, queue), queue, MS,
+        duplicates=duplicates(victoria, workload.bot),
+    )
+    assert f"the mapping process (pid {helper_pid}) exited with code -9" in log
+    assert log.count("Started the mapping process") == 2
+    assert code == 0

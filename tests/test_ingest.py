@@ -5,6 +5,8 @@ VictoriaMetrics replaces InfluxDB 2.x here: it serves the same
 millisecond timestamps. Nanosecond exactness is checked on InfluxDB 1.6.
 """
 
+import os
+import signal
 import time
 
 import pytest
@@ -33,6 +35,12 @@ def stored_points(store, metric, bot):
 
 def dead_letters(broker, queue):
     return broker.drain(queue + ".dead")
+
+
+# Extra settings for each way of mapping: with PREFETCH_COUNT 200 or more,
+# MAPPING_PROCESS=auto maps in a helper process.
+MAPPING_MODES = {"in_process": {}, "helper_process": {"PREFETCH_COUNT": "500"}}
+HELPER_STARTED_LOG = "Started the mapping process"
 
 
 def test_readme_message_arrives_exactly(broker, queue, victoria, tmp_path):
@@ -111,7 +119,8 @@ BAD_MESSAGES = [
 ]
 
 
-def test_bad_messages_go_to_dead_letter_queue(broker, queue, victoria, tmp_path):
+@pytest.mark.parametrize("mode", MAPPING_MODES)
+def test_bad_messages_go_to_dead_letter_queue(broker, queue, victoria, tmp_path, mode):
     bot = "mix-" + queue[-6:]
     good = 0
     for i, (body, _) in enumerate(BAD_MESSAGES):
@@ -126,7 +135,8 @@ def test_bad_messages_go_to_dead_letter_queue(broker, queue, victoria, tmp_path)
             expiration="600000",
         )
 
-    with IngesterProcess(ingester_env(queue, victoria.url), tmp_path) as ingester:
+    env = ingester_env(queue, victoria.url, **MAPPING_MODES[mode])
+    with IngesterProcess(env, tmp_path) as ingester:
         wait_for_drain(broker, queue)
         wait_until(lambda: len(stored_points(victoria, "pose_x", bot)) == good, timeout=20)
         log = ingester.log_text()
@@ -146,11 +156,15 @@ def test_bad_messages_go_to_dead_letter_queue(broker, queue, victoria, tmp_path)
         assert properties.expiration is None
     assert "Unknown message type 'status'" in log
     assert log.count("ingest error") == len(BAD_MESSAGES)
+    assert (HELPER_STARTED_LOG in log) == (mode == "helper_process")
 
 
-def test_store_outage_loses_nothing(broker, queue, own_victoria, tmp_path):
+@pytest.mark.parametrize("mode", MAPPING_MODES)
+def test_store_outage_loses_nothing(broker, queue, own_victoria, tmp_path, mode):
     bot = "outage-" + queue[-6:]
-    env = ingester_env(queue, own_victoria.url, INFLUX_TIMEOUT_SECONDS="2")
+    env = ingester_env(
+        queue, own_victoria.url, INFLUX_TIMEOUT_SECONDS="2", **MAPPING_MODES[mode]
+    )
 
     with IngesterProcess(env, tmp_path) as ingester:
         for i in range(50):
@@ -187,6 +201,28 @@ def test_sigterm_writes_what_is_in_hand(broker, queue, victoria, tmp_path):
     assert stored + broker.depth(queue) == 200
     assert stored > 0
     assert "Drained" in ingester.log_text()
+
+
+def test_ctrl_c_drains_with_helper_process(broker, queue, victoria, tmp_path):
+    """SIGINT to the whole process group, as a Ctrl-C in a terminal sends it."""
+    bot = "ctrlc-" + queue[-6:]
+    for i in range(2000):
+        broker.publish(queue, encode(telemetry(bot, BASE_NS + i * MS)))
+
+    env = ingester_env(queue, victoria.url, **MAPPING_MODES["helper_process"])
+    ingester = IngesterProcess(env, tmp_path).start()
+    ingester.wait_for_log("ingest ok")
+    os.killpg(ingester.pid, signal.SIGINT)
+    assert ingester.wait(timeout=25) == 0
+    log = ingester.log_text()
+
+    assert "Drained" in log
+    assert "ingest error" not in log
+    assert log.count(HELPER_STARTED_LOG) == 1
+
+    stored = len(stored_points(victoria, "battery_percentage", bot))
+    assert stored + broker.depth(queue) == 2000
+    assert stored > 0
 
 
 def test_sigterm_during_outage_acks_nothing_unstored(broker, queue, own_victoria, tmp_path):
