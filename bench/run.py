@@ -572,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bots", type=int, default=50, help="simulated robots in the fleet (default: %(default)s)"
     )
     parser.add_argument(
-        "--prefetch", default="200,500,1000,2000",
+        "--prefetch", default="200,500,1000,2000,5000",
         help="comma-separated PREFETCH_COUNT values to try for the tuned ingester "
         "(default: %(default)s)",
     )
