@@ -21,6 +21,16 @@ README_EXAMPLE = {
 }
 
 
+@pytest.fixture(autouse=True, params=["orjson", "json"])
+def decoder(request, monkeypatch):
+    """Run every test with orjson and again with the standard library alone."""
+    if request.param == "json":
+        monkeypatch.setattr(mapping, "orjson", None)
+    elif mapping.orjson is None:
+        pytest.skip("orjson is not installed")
+    return request.param
+
+
 def encode(document) -> bytes:
     return json.dumps(document).encode("utf-8")
 
