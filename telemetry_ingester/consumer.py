@@ -521,6 +521,10 @@ class Consumer:
     def _finish_writes(self, session: Session) -> None:
         """Settle the finished batches at the head of the queue, in delivery order."""
         while self._inflight and self._inflight[0].future.done():
+            # The map thread queued this batch's invalid messages before it
+            # handed the batch on, so they are in the queue by now. Their
+            # tags must be settled before the batch's multiple ack covers them.
+            self._settle_invalid(session)
             self._finish_write(session, self._inflight.popleft())
 
     def _finish_write(self, session: Session, inflight: InflightBatch) -> None:

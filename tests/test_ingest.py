@@ -160,6 +160,30 @@ def test_bad_messages_go_to_dead_letter_queue(broker, queue, victoria, tmp_path,
 
 
 @pytest.mark.parametrize("mode", MAPPING_MODES)
+def test_batches_of_only_invalid_messages(broker, queue, victoria, tmp_path, mode):
+    """A batch with nothing to write is dead-lettered and acked without a batch ack."""
+    bot = "invalid-" + queue[-6:]
+    bad = [b"not json %d" % i for i in range(40)]
+    for body in bad:
+        broker.publish(queue, body)
+    broker.publish(queue, encode(telemetry(bot, BASE_NS)))
+
+    env = ingester_env(queue, victoria.url, **MAPPING_MODES[mode])
+    with IngesterProcess(env, tmp_path) as ingester:
+        wait_for_drain(broker, queue)
+        wait_until(lambda: len(stored_points(victoria, "pose_x", bot)) == 1, timeout=20)
+        wait_until(lambda: broker.depth(queue + ".dead") == len(bad), timeout=10)
+        log = ingester.log_text()
+        code = ingester.stop()
+
+    letters = dead_letters(broker, queue)
+    assert sorted(body for _, body in letters) == sorted(bad)
+    assert all(p.headers["x-ingester-reason"] == "not_json" for p, _ in letters)
+    assert "Lost the RabbitMQ connection" not in log
+    assert code == 0
+
+
+@pytest.mark.parametrize("mode", MAPPING_MODES)
 def test_store_outage_loses_nothing(broker, queue, own_victoria, tmp_path, mode):
     bot = "outage-" + queue[-6:]
     env = ingester_env(
