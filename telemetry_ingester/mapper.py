@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -214,6 +215,13 @@ class ProcessMapper:
             # The parent keeps only its own end, so the helper reads EOF when
             # the parent closes it or dies.
             child_end.close()
+        # A send to a helper that stopped reading fails after the timeout
+        # instead of blocking the map thread for good.
+        seconds = int(self._timeout)
+        microseconds = int((self._timeout - seconds) * 1_000_000)
+        parent_end.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, microseconds)
+        )
         self._process = process
         self._connection = Connection(parent_end.detach())
         log.info("Started the mapping process (pid %d)", process.pid)

@@ -146,7 +146,12 @@ def map_message(body: bytes, amqp_timestamp: int | None, received_ns: int) -> Ma
         if name in RESERVED_KEYS or not isinstance(section, dict):
             continue
         fields: list[str] = []
-        skipped += _collect_fields(name, section, "", fields, bot)
+        try:
+            skipped += _collect_fields(name, section, "", fields, bot)
+        except RecursionError:
+            # orjson decodes up to 1,024 levels, more than the recursion
+            # limit lets _collect_fields flatten.
+            raise InvalidMessage(REASON_NOT_JSON, "body is JSON nested too deeply", bot) from None
         if not fields:
             continue
         measurement = escape_measurement(name)

@@ -106,18 +106,21 @@ class Metrics:
             "ingester_robots_tracked", "Robots with a last-seen series.", registry=r
         )
         self._robots: OrderedDict[str, None] = OrderedDict()
+        # A retired map thread and its replacement may both record robots.
+        self._robots_lock = threading.Lock()
 
     def robot_seen(self, bot: str, when: float) -> None:
         """Record that ``bot`` sent telemetry at Unix time ``when``."""
-        if bot in self._robots:
-            self._robots.move_to_end(bot)
-        else:
-            self._robots[bot] = None
-            if len(self._robots) > MAX_TRACKED_ROBOTS:
-                oldest, _ = self._robots.popitem(last=False)
-                self.robot_last_seen.remove(oldest)
-            self.robots_tracked.set(len(self._robots))
-        self.robot_last_seen.labels(bot).set(when)
+        with self._robots_lock:
+            if bot in self._robots:
+                self._robots.move_to_end(bot)
+            else:
+                self._robots[bot] = None
+                if len(self._robots) > MAX_TRACKED_ROBOTS:
+                    oldest, _ = self._robots.popitem(last=False)
+                    self.robot_last_seen.remove(oldest)
+                self.robots_tracked.set(len(self._robots))
+            self.robot_last_seen.labels(bot).set(when)
 
 
 class HealthState:

@@ -101,6 +101,22 @@ def test_hung_helper_is_replaced(helper, caplog):
     wait_until(lambda: not is_running(first_pid), 5, message="the hung helper to be killed")
 
 
+def test_send_to_stopped_helper_times_out(helper, caplog):
+    """A batch larger than the socket buffer cannot be sent to a helper that stopped reading."""
+    first_pid = helper.pid
+    os.kill(first_pid, signal.SIGSTOP)
+    # Distinct bodies, because pickle would send a repeated one only once.
+    large = [(encode(telemetry("tb3-001", BASE_NS + i)), None, RECEIVED_NS) for i in range(20_000)]
+
+    with caplog.at_level(logging.ERROR, logger="telemetry_ingester.mapper"):
+        mapped = helper.map(large, threading.Event())
+
+    assert len(mapped.chunks) == len(large)
+    assert helper.pid != first_pid
+    assert f"the mapping process (pid {first_pid}) exited" in caplog.text
+    wait_until(lambda: not is_running(first_pid), 5, message="the stopped helper to be killed")
+
+
 def test_abort_while_waiting_returns_none(helper):
     first_pid = helper.pid
     os.kill(first_pid, signal.SIGSTOP)

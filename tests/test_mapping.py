@@ -332,3 +332,15 @@ def test_amqp_timestamp_is_converted_and_checked(amqp_timestamp, expected_ns, so
 
     assert result.timestamp_ns == expected_ns
     assert result.timestamp_source == source
+
+
+@pytest.mark.parametrize("depth", [1010, 5000])
+def test_deep_nesting_is_not_json(depth):
+    body = b'{"type":"telemetry","bot":"tb3-001","ts":1733300000123456789,"s":' + b'{"a":' * depth + b"1" + b"}" * (depth + 1)
+
+    with pytest.raises(InvalidMessage) as caught:
+        map_message(body, None, RECEIVED_NS)
+
+    assert caught.value.reason == "not_json"
+    assert "nested too deeply" in caught.value.detail
+
