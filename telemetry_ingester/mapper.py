@@ -84,7 +84,12 @@ class MappedBatch:
 
 
 def map_batch(requests: Sequence[MapRequest]) -> MappedBatch:
-    """Map each request with ``map_message`` and collect the results."""
+    """Map each request with ``map_message`` and collect the results.
+
+    NOTE: an exception other than InvalidMessage, which would be a bug in
+    the mapping, fails the whole batch. The consumer then gives the batch
+    back, so the same message fails it again after the redelivery.
+    """
     batch = MappedBatch()
     for index, (body, amqp_timestamp, received_ns) in enumerate(requests):
         try:
