@@ -139,6 +139,12 @@ def test_bad_messages_go_to_dead_letter_queue(broker, queue, victoria, tmp_path,
     with IngesterProcess(env, tmp_path) as ingester:
         wait_for_drain(broker, queue)
         wait_until(lambda: len(stored_points(victoria, "pose_x", bot)) == good, timeout=20)
+        # A batch's points can be queryable before its invalid messages are settled.
+        wait_until(
+            lambda: ingester.log_text().count("moved to") == len(BAD_MESSAGES),
+            timeout=10,
+            message=f"{len(BAD_MESSAGES)} dead-letter log lines",
+        )
         log = ingester.log_text()
 
     assert stored_points(victoria, "pose_x", bot) == [
