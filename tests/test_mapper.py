@@ -211,10 +211,10 @@ def test_start_mapper_chooses_process():
 
 
 def test_start_mapper_falls_back_in_process(monkeypatch, caplog):
-    def refuse(*args, **kwargs):
+    def fail_to_start(*args, **kwargs):
         raise OSError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(mapper_module.subprocess, "Popen", refuse)
+    monkeypatch.setattr(mapper_module.subprocess, "Popen", fail_to_start)
     with caplog.at_level(logging.WARNING, logger="telemetry_ingester.mapper"):
         mapper = start_mapper(True)
 
