@@ -219,7 +219,7 @@ class Consumer:
         self._pending = PendingBatch()
         # Batches handed on and not yet settled, oldest first.
         self._inflight: deque[InflightBatch] = deque()
-        # Invalid messages of mapped batches, from the map thread.
+        # Invalid messages of mapped batches, queued by the thread that maps.
         self._invalid: queue.SimpleQueue = queue.SimpleQueue()
         # Tags of inflight batches that were dead-lettered and acked on their own.
         self._settled_tags: set[int] = set()
@@ -356,7 +356,7 @@ class Consumer:
             self._health.progress()
             self._count_received()
             session.raise_if_channel_closed()
-            # Invalid messages first: a batch's ack may cover their tags.
+            # Dead-letter invalid messages without waiting for their batch's write.
             self._settle_invalid(session)
             self._finish_writes(session)
             self._start_batches(session, draining=deadline is not None)
@@ -580,7 +580,7 @@ class Consumer:
         )
 
     def _settle_invalid(self, session: Session) -> None:
-        """Dead-letter and ack each invalid message that the map thread found."""
+        """Dead-letter and ack each invalid message that mapping found."""
         while True:
             try:
                 batch, invalid = self._invalid.get_nowait()

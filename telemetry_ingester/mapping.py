@@ -349,8 +349,9 @@ def _collect_flat_fields(section_name: str, section: dict, out: list[str], bot: 
     """Append encoded fields of a section without nested objects; return how many were skipped.
 
     Return None, with part of the fields appended, when a value is an object.
-    This is the common case of ``_collect_fields``, made faster: without
-    flattening the keys cannot collide, and a float value is encoded inline.
+    This is the common case of ``_collect_fields``, made faster. The keys of
+    one decoded JSON object are unique, so without flattening no two fields
+    get one name, and a float value is encoded inline.
     """
     skipped = 0
     for key, value in section.items():

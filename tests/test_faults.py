@@ -623,6 +623,23 @@ def _start_hung_write(broker, queue, store, workload, ingester, stored_first: in
     time.sleep(0.5)
 
 
+def wait_for_requeued(queue: str, count: int) -> int:
+    """Wait until ``count`` messages are back in the queue, none unacked, and return ``count``."""
+    return wait_until(
+        lambda: queue_counts(queue) == (count, 0) and count,
+        10,
+        message=f"{count} messages requeued",
+    )
+
+
+def store_rest_with_new_ingester(broker, queue, store, workload, env, tmp_path) -> int | None:
+    """Run a new ingester until the store contains the workload and the queue is empty, and return its exit code."""
+    with IngesterProcess(env, tmp_path) as second:
+        wait_for_victoria(workload, store)
+        wait_for_drain(broker, queue)
+        return second.stop()
+
+
 def test_sigterm_during_write(broker, queue, own_victoria, tmp_path):
     """SIGTERM while a write hangs: exit 0 within the bound, nothing unstored acked."""
     workload = Workload(
@@ -641,18 +658,13 @@ def test_sigterm_during_write(broker, queue, own_victoria, tmp_path):
         code = ingester.wait(timeout=SHUTDOWN_TIMEOUT_SECONDS + 10)
         stopped_after = time.monotonic() - stopping_at
         # Only the 40 messages stored before the freeze and the 2 dead letters were acked.
-        returned = wait_until(
-            lambda: queue_counts(queue) == (30, 0) and 30, 10, message="30 messages requeued"
-        )
+        returned = wait_for_requeued(queue, 30)
     finally:
         own_victoria.thaw()
         ingester.stop()
     log = ingester.log_text()
 
-    with IngesterProcess(env, tmp_path) as second:
-        wait_for_victoria(workload, own_victoria)
-        wait_for_drain(broker, queue)
-        second_code = second.stop()
+    second_code = store_rest_with_new_ingester(broker, queue, own_victoria, workload, env, tmp_path)
 
     assert_nothing_lost(
         "sigterm_during_write", workload, workload.victoria_points(own_victoria),
@@ -687,17 +699,12 @@ def test_second_sigterm_exits_at_once(broker, queue, own_victoria, tmp_path):
         ingester.terminate()
         code = ingester.wait(timeout=5)
         stopped_after = time.monotonic() - stopping_at
-        returned = wait_until(
-            lambda: queue_counts(queue) == (30, 0) and 30, 10, message="30 messages requeued"
-        )
+        returned = wait_for_requeued(queue, 30)
     finally:
         own_victoria.thaw()
         ingester.stop()
 
-    with IngesterProcess(env, tmp_path) as second:
-        wait_for_victoria(workload, own_victoria)
-        wait_for_drain(broker, queue)
-        second_code = second.stop()
+    second_code = store_rest_with_new_ingester(broker, queue, own_victoria, workload, env, tmp_path)
 
     assert_nothing_lost(
         "second_sigterm", workload, workload.victoria_points(own_victoria),
@@ -721,17 +728,12 @@ def test_sigkill_during_write(broker, queue, own_victoria, tmp_path):
         _start_hung_write(broker, queue, own_victoria, workload, ingester, stored_first=40)
         ingester.kill()
         code = ingester.wait(timeout=10)
-        returned = wait_until(
-            lambda: queue_counts(queue) == (30, 0) and 30, 10, message="30 messages requeued"
-        )
+        returned = wait_for_requeued(queue, 30)
     finally:
         own_victoria.thaw()
         ingester.stop()
 
-    with IngesterProcess(env, tmp_path) as second:
-        wait_for_victoria(workload, own_victoria)
-        wait_for_drain(broker, queue)
-        second_code = second.stop()
+    second_code = store_rest_with_new_ingester(broker, queue, own_victoria, workload, env, tmp_path)
 
     assert_nothing_lost(
         "sigkill_during_write", workload, workload.victoria_points(own_victoria),
